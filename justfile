@@ -1,0 +1,22 @@
+# Tasks for gitops-run. `just --list` shows them.
+
+# Build the debug binary
+build:
+    cargo build
+
+# Build the optimised, stripped binary
+release:
+    cargo build --release --locked
+
+# Run the whole test suite (installs openssh-server when missing)
+test:
+    bash .ci/run
+
+# Formatting and lints, as required before every commit
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# Real passes on the shipped example, state in a temp dir
+demo:
+    bash docs/example/demo.sh

@@ -1,0 +1,269 @@
+//! Command line, environment and `--config` file, merged with the precedence
+//! flag > environment > file, into one [`Settings`].
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::exit::{fail, Classify, Exit, EXIT_CODES_HELP};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gitops-run",
+    version,
+    about = "Pull-based GitOps for plain Linux hosts: fetch a branch, run its entrypoint, exit",
+    long_about = "Does one pass and exits: fetches the configured branch, compares the deployed \
+commit with the remote one, checks a new commit out into its own tree, runs the \
+repository's entrypoint there, and records the result under the state directory. \
+A systemd timer or cron runs it periodically.",
+    after_help = EXIT_CODES_HELP,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub pass: PassArgs,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options shared by the pass and `status`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Read options from FILE: KEY=VALUE lines with the GITOPS_* names below
+    #[arg(long, env = "GITOPS_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the cache repository, trees, logs, lock and state
+    #[arg(
+        long,
+        env = "GITOPS_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/gitops-run",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+
+    /// Print debug detail
+    #[arg(short, long, env = "GITOPS_VERBOSE", global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    /// Run one pass now; retry a failed commit immediately, ignoring backoff
+    #[arg(long)]
+    pub once: bool,
+
+    /// Repository to follow: https://, http://, ssh://, user@host:path, file:// or a path
+    #[arg(long, env = "GITOPS_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+
+    /// Branch to follow
+    #[arg(
+        long,
+        env = "GITOPS_BRANCH",
+        value_name = "NAME",
+        default_value = "main"
+    )]
+    pub branch: String,
+
+    /// Program to run in the checked-out tree, relative to the repository root
+    #[arg(
+        long,
+        env = "GITOPS_ENTRYPOINT",
+        value_name = "PATH",
+        default_value = "run.sh"
+    )]
+    pub entrypoint: String,
+
+    /// Time limit for the entrypoint (e.g. 90s, 30m, 1h)
+    #[arg(long, env = "GITOPS_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Private key for ssh:// and user@host:path repositories (a deploy key)
+    #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// known_hosts file for the Git server's host key (checked strictly)
+    #[arg(long, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// Deploy the remote commit even when upstream history was rewritten
+    #[arg(long, env = "GITOPS_ALLOW_REWRITE")]
+    pub allow_rewrite: bool,
+
+    /// How many checked-out trees to keep, the deployed one included
+    #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub keep_trees: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what is deployed, the last attempt and the last pass
+    Status {
+        /// Print a stable JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s)
+}
+
+/// The environment variable names a config file may set.
+pub const CONFIG_KEYS: &[&str] = &[
+    "GITOPS_REPO",
+    "GITOPS_BRANCH",
+    "GITOPS_STATE_DIR",
+    "GITOPS_ENTRYPOINT",
+    "GITOPS_TIMEOUT",
+    "GITOPS_SSH_KEY",
+    "GITOPS_KNOWN_HOSTS",
+    "GITOPS_ALLOW_REWRITE",
+    "GITOPS_KEEP_TREES",
+    "GITOPS_VERBOSE",
+];
+
+/// Parse the command line; when a config file is named, load it underneath the
+/// environment and parse again, so flag > environment > file holds for every key.
+pub fn parse() -> Result<Cli> {
+    let cli = parse_from(std::env::args_os())?;
+    let Some(path) = cli.common.config.clone() else {
+        return Ok(cli);
+    };
+    let entries = read_config_file(&path)?;
+    for (key, value) in entries {
+        if std::env::var_os(&key).is_none() {
+            std::env::set_var(&key, value);
+        }
+    }
+    parse_from(std::env::args_os())
+}
+
+fn parse_from<I, T>(args: I) -> Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(clap_error)?;
+    Cli::from_arg_matches(&matches).map_err(clap_error)
+}
+
+/// Help and version are printed by clap and end the process with 0; real usage
+/// errors keep clap's message and become `Exit::Usage`.
+fn clap_error(err: clap::Error) -> anyhow::Error {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            std::process::exit(0);
+        }
+        _ => {
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            fail(Exit::Usage, format!("{first} (see --help)"))
+        }
+    }
+}
+
+/// Read `KEY=VALUE` lines. Blank lines and `#` comments are allowed; values may be
+/// wrapped in single or double quotes. Unknown keys are an error that names them.
+pub fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read config file {}", path.display()))
+        .class(Exit::Usage)?;
+    parse_config(&text).map_err(|msg| {
+        fail(
+            Exit::Usage,
+            format!("config file {}: {msg}", path.display()),
+        )
+    })
+}
+
+pub fn parse_config(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {n}: expected KEY=VALUE, found {line:?}"));
+        };
+        let key = key.trim();
+        if key == "GITOPS_CONFIG" {
+            return Err(format!(
+                "line {n}: GITOPS_CONFIG cannot be set from a config file"
+            ));
+        }
+        if !CONFIG_KEYS.contains(&key) {
+            return Err(format!(
+                "line {n}: unknown key {key:?} (known keys: {})",
+                CONFIG_KEYS.join(", ")
+            ));
+        }
+        let value = value.trim();
+        let value = unquote(value)
+            .ok_or_else(|| format!("line {n}: unbalanced quotes in the value of {key}"))?;
+        out.insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
+fn unquote(v: &str) -> Option<&str> {
+    for q in ['"', '\''] {
+        if let Some(rest) = v.strip_prefix(q) {
+            return rest.strip_suffix(q);
+        }
+    }
+    if v.ends_with('"') || v.ends_with('\'') {
+        return None;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_accepts_comments_quotes_and_blank_lines() {
+        let cfg = parse_config("# a comment\n\nGITOPS_REPO=https://example.com/r.git\nGITOPS_BRANCH = \"prod\"\nGITOPS_TIMEOUT='5m'\n").unwrap();
+        assert_eq!(cfg["GITOPS_REPO"], "https://example.com/r.git");
+        assert_eq!(cfg["GITOPS_BRANCH"], "prod");
+        assert_eq!(cfg["GITOPS_TIMEOUT"], "5m");
+    }
+
+    #[test]
+    fn config_names_unknown_key_and_bad_line() {
+        let err = parse_config("GITOPS_REPO=x\nGITOPS_BRANHC=main\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("GITOPS_BRANHC"),
+            "{err}"
+        );
+        let err = parse_config("just words\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(parse_config("GITOPS_BRANCH=\"main\n").is_err());
+    }
+
+    #[test]
+    fn every_config_key_is_an_option_of_the_cli() {
+        let cmd = Cli::command();
+        for key in CONFIG_KEYS {
+            let found = cmd
+                .get_arguments()
+                .any(|a| a.get_env().map(|e| e == *key).unwrap_or(false));
+            assert!(found, "{key} is not bound to any option");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Pure decisions: how the deployed commit relates to the remote one, and what a
+//! pass should do about it. No I/O here; time comes in as a parameter.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How the deployed commit relates to the remote branch tip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Classification {
+    /// Nothing deployed yet.
+    Initial,
+    /// The deployed commit is the remote tip.
+    UpToDate,
+    /// The remote tip descends from the deployed commit: a normal update.
+    Behind,
+    /// The remote tip is an ancestor of the deployed commit: the branch was reset backwards.
+    RemoteBehind,
+    /// Neither descends from the other: history was rewritten (force-push).
+    Diverged,
+}
+
+impl Classification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classification::Initial => "initial",
+            Classification::UpToDate => "up-to-date",
+            Classification::Behind => "behind",
+            Classification::RemoteBehind => "remote-behind",
+            Classification::Diverged => "diverged",
+        }
+    }
+}
+
+/// Classify by merge base. `base` is the merge base of `deployed` and `remote`, if any.
+pub fn classify<T: PartialEq>(
+    deployed: Option<&T>,
+    remote: &T,
+    base: Option<&T>,
+) -> Classification {
+    match deployed {
+        None => Classification::Initial,
+        Some(d) if d == remote => Classification::UpToDate,
+        Some(d) if base == Some(d) => Classification::Behind,
+        Some(_) if base == Some(remote) => Classification::RemoteBehind,
+        Some(_) => Classification::Diverged,
+    }
+}
+
+/// First wait after a failure; doubles with each consecutive failure of the same commit.
+pub const RETRY_BASE_SECS: i64 = 300;
+/// Longest wait between two attempts of the same failing commit.
+pub const RETRY_MAX_SECS: i64 = 3600;
+
+/// The wait after `consecutive` failures (1 = the first failure): 5m, 10m, 20m, 40m, then 1h.
+pub fn backoff(consecutive: u32) -> Duration {
+    let doublings = consecutive.saturating_sub(1).min(20);
+    let secs = RETRY_BASE_SECS
+        .saturating_mul(1i64 << doublings)
+        .min(RETRY_MAX_SECS);
+    Duration::seconds(secs)
+}
+
+/// Why the entrypoint runs; handed to it as `GITOPS_REASON`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// First deployment on this host.
+    Initial,
+    /// A commit not tried before.
+    New,
+    /// A commit that failed before, tried again.
+    Retry,
+    /// Upstream history was rewritten and `--allow-rewrite` accepted it.
+    Rewrite,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Initial => "initial",
+            Reason::New => "new",
+            Reason::Retry => "retry",
+            Reason::Rewrite => "rewrite",
+        }
+    }
+}
+
+/// A commit that failed and how often, as remembered between passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    pub commit: String,
+    pub consecutive: u32,
+    pub next_retry_at: DateTime<Utc>,
+}
+
+/// What this pass does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The remote tip is deployed.
+    Nothing,
+    /// Check out and run the entrypoint for the remote tip.
+    Apply(Reason),
+    /// The remote tip failed before and its backoff has not expired.
+    Wait { until: DateTime<Utc>, failures: u32 },
+    /// History was rewritten upstream; leave everything as it is.
+    Refuse(Classification),
+}
+
+/// Decide from the classification and the failure record. `force_retry` is `--once`.
+pub fn plan(
+    class: Classification,
+    remote: &str,
+    failing: Option<&Failing>,
+    allow_rewrite: bool,
+    force_retry: bool,
+    now: DateTime<Utc>,
+) -> Plan {
+    let fresh = match class {
+        Classification::UpToDate => return Plan::Nothing,
+        Classification::RemoteBehind | Classification::Diverged if !allow_rewrite => {
+            return Plan::Refuse(class)
+        }
+        Classification::RemoteBehind | Classification::Diverged => Reason::Rewrite,
+        Classification::Initial => Reason::Initial,
+        Classification::Behind => Reason::New,
+    };
+    match failing {
+        Some(f) if f.commit == remote => {
+            if force_retry || now >= f.next_retry_at {
+                Plan::Apply(Reason::Retry)
+            } else {
+                Plan::Wait {
+                    until: f.next_retry_at,
+                    failures: f.consecutive,
+                }
+            }
+        }
+        _ => Plan::Apply(fresh),
+    }
+}
+
+/// The failure record after `commit` failed at `now`.
+pub fn record_failure(previous: Option<&Failing>, commit: &str, now: DateTime<Utc>) -> Failing {
+    let consecutive = match previous {
+        Some(f) if f.commit == commit => f.consecutive.saturating_add(1),
+        _ => 1,
+    };
+    Failing {
+        commit: commit.to_string(),
+        consecutive,
+        next_retry_at: now + backoff(consecutive),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use Classification::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn classify_covers_every_relation() {
+        assert_eq!(classify(None, &"r", None), Initial);
+        assert_eq!(classify(Some(&"a"), &"a", Some(&"a")), UpToDate);
+        assert_eq!(classify(Some(&"d"), &"r", Some(&"d")), Behind);
+        assert_eq!(classify(Some(&"d"), &"r", Some(&"r")), RemoteBehind);
+        assert_eq!(classify(Some(&"d"), &"r", Some(&"b")), Diverged);
+        assert_eq!(classify(Some(&"d"), &"r", None), Diverged);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mins: Vec<i64> = (1..=7).map(|n| backoff(n).num_minutes()).collect();
+        assert_eq!(mins, vec![5, 10, 20, 40, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX).num_seconds(), RETRY_MAX_SECS);
+        assert_eq!(backoff(0).num_seconds(), RETRY_BASE_SECS);
+    }
+
+    #[test]
+    fn up_to_date_does_nothing_even_with_a_failure_record() {
+        let f = Failing {
+            commit: "x".into(),
+            consecutive: 3,
+            next_retry_at: t(0),
+        };
+        assert_eq!(
+            plan(UpToDate, "r", Some(&f), false, true, t(10)),
+            Plan::Nothing
+        );
+    }
+
+    #[test]
+    fn initial_and_behind_apply_with_their_reason() {
+        assert_eq!(
+            plan(Initial, "r", None, false, false, t(0)),
+            Plan::Apply(Reason::Initial)
+        );
+        assert_eq!(
+            plan(Behind, "r", None, false, false, t(0)),
+            Plan::Apply(Reason::New)
+        );
+    }
+
+    #[test]
+    fn rewrites_are_refused_unless_allowed() {
+        for c in [RemoteBehind, Diverged] {
+            assert_eq!(plan(c, "r", None, false, false, t(0)), Plan::Refuse(c));
+            assert_eq!(
+                plan(c, "r", None, false, true, t(0)),
+                Plan::Refuse(c),
+                "--once does not override"
+            );
+            assert_eq!(
+                plan(c, "r", None, true, false, t(0)),
+                Plan::Apply(Reason::Rewrite)
+            );
+        }
+    }
+
+    #[test]
+    fn failing_commit_waits_for_backoff_then_retries() {
+        let f = Failing {
+            commit: "r".into(),
+            consecutive: 2,
+            next_retry_at: t(600),
+        };
+        assert_eq!(
+            plan(Behind, "r", Some(&f), false, false, t(599)),
+            Plan::Wait {
+                until: t(600),
+                failures: 2
+            }
+        );
+        assert_eq!(
+            plan(Behind, "r", Some(&f), false, false, t(600)),
+            Plan::Apply(Reason::Retry)
+        );
+        assert_eq!(
+            plan(Initial, "r", Some(&f), false, false, t(601)),
+            Plan::Apply(Reason::Retry)
+        );
+    }
+
+    #[test]
+    fn once_retries_immediately() {
+        let f = Failing {
+            commit: "r".into(),
+            consecutive: 5,
+            next_retry_at: t(3600),
+        };
+        assert_eq!(
+            plan(Behind, "r", Some(&f), false, true, t(0)),
+            Plan::Apply(Reason::Retry)
+        );
+    }
+
+    #[test]
+    fn newer_commit_is_not_stuck_behind_a_failing_one() {
+        let f = Failing {
+            commit: "old".into(),
+            consecutive: 4,
+            next_retry_at: t(3600),
+        };
+        assert_eq!(
+            plan(Behind, "new", Some(&f), false, false, t(0)),
+            Plan::Apply(Reason::New)
+        );
+    }
+
+    #[test]
+    fn failure_record_counts_per_commit() {
+        let first = record_failure(None, "a", t(0));
+        assert_eq!((first.consecutive, first.next_retry_at), (1, t(300)));
+        let second = record_failure(Some(&first), "a", t(300));
+        assert_eq!((second.consecutive, second.next_retry_at), (2, t(900)));
+        let other = record_failure(Some(&second), "b", t(400));
+        assert_eq!((other.consecutive, other.next_retry_at), (1, t(700)));
+    }
+}

@@ -1,0 +1,426 @@
+//! The repository's entrypoint: where it may live, how it runs (its own process
+//! group, a timeout, a documented environment), and where its output goes.
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::log::{debug, info};
+
+/// Time between SIGTERM and SIGKILL when the entrypoint must stop.
+pub const KILL_GRACE_SECS: u64 = 10;
+/// Largest entrypoint log kept on disk per attempt; the rest still reaches stderr.
+pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+/// How many entrypoint logs are kept in `<state-dir>/logs`.
+pub const MAX_LOGS: usize = 10;
+/// How long to wait for output after the entrypoint exited, in case a background
+/// child it left behind still holds the pipes open.
+pub const OUTPUT_DRAIN_MS: u64 = 2000;
+
+/// Find the entrypoint inside `tree`. Refuses absolute paths, `..`, anything whose
+/// real path (symlinks followed) leaves the tree, non-files and non-executables.
+pub fn resolve(tree: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if rel.is_empty() {
+        return Err("the entrypoint path is empty".into());
+    }
+    if p.is_absolute() {
+        return Err(format!(
+            "entrypoint {rel:?} is an absolute path; it must be relative to the repository root"
+        ));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!(
+            "entrypoint {rel:?} contains '..'; it must stay inside the repository"
+        ));
+    }
+    let root = tree.canonicalize().map_err(|e| {
+        format!(
+            "cannot resolve the checked-out tree {}: {e}",
+            tree.display()
+        )
+    })?;
+    let joined = root.join(p);
+    if std::fs::symlink_metadata(&joined).is_err() {
+        return Err(format!("entrypoint {rel:?} does not exist in this commit"));
+    }
+    let real = joined
+        .canonicalize()
+        .map_err(|e| format!("entrypoint {rel:?} cannot be resolved (dangling symlink?): {e}"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "entrypoint {rel:?} resolves outside the checked-out tree (to {})",
+            real.display()
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("entrypoint {rel:?}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("entrypoint {rel:?} is not a regular file"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "entrypoint {rel:?} is not executable; commit it with its executable bit (git update-index --chmod=+x {rel})"
+        ));
+    }
+    Ok(real)
+}
+
+/// How the entrypoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Interrupted,
+}
+
+impl Ended {
+    pub fn success(self) -> bool {
+        self == Ended::Exited(0)
+    }
+    /// The shell convention: the exit status, or 128 + signal number.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Ended::Exited(c) => Some(c),
+            Ended::Signaled(s) => Some(128 + s),
+            Ended::TimedOut | Ended::Interrupted => None,
+        }
+    }
+}
+
+pub struct Spec<'a> {
+    pub program: &'a Path,
+    pub cwd: &'a Path,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub log: &'a Path,
+    pub header: String,
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: nix::libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// While alive, SIGINT and SIGTERM only set a flag, so the entrypoint's process group
+/// can be stopped cleanly and the attempt recorded.
+struct StopSignals;
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        STOP_REQUESTED.store(false, Ordering::SeqCst);
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            let _ = unsafe { signal::signal(sig, SigHandler::Handler(on_stop_signal)) };
+        }
+        StopSignals
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: restoring the default disposition.
+            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+        }
+    }
+}
+
+/// Where the entrypoint's output goes: our stderr (the journal) and a capped log file.
+struct Sink {
+    file: std::fs::File,
+    written: u64,
+    truncated: bool,
+}
+
+impl Sink {
+    fn write_line(&mut self, line: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(line);
+        if !line.ends_with(b"\n") {
+            let _ = err.write_all(b"\n");
+        }
+        if self.truncated {
+            return;
+        }
+        if self.written + line.len() as u64 > MAX_LOG_BYTES {
+            self.truncated = true;
+            let _ = writeln!(self.file, "\n[gitops-run: log truncated at {MAX_LOG_BYTES} bytes; the rest went to stderr only]");
+            return;
+        }
+        let _ = self.file.write_all(line);
+        self.written += line.len() as u64;
+    }
+}
+
+fn pump(reader: impl Read, sink: Arc<Mutex<Sink>>) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Ok(mut s) = sink.lock() {
+                    s.write_line(&buf);
+                }
+            }
+        }
+    }
+}
+
+/// Run the entrypoint in its own process group with `umask` inherited (the pass sets
+/// 077), stdin from /dev/null, output to stderr and the log. `on_spawn` gets the pid
+/// as soon as it exists, so it can be recorded before anything else can go wrong.
+pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<Ended> {
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(spec.log)
+        .with_context(|| format!("failed to create log file {}", spec.log.display()))?;
+    let _ = writeln!(file, "{}", spec.header);
+    let sink = Arc::new(Mutex::new(Sink {
+        file,
+        written: 0,
+        truncated: false,
+    }));
+
+    let mut cmd = Command::new(spec.program);
+    cmd.current_dir(spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GITOPS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+
+    let signals = StopSignals::install();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start entrypoint {}", spec.program.display()))?;
+    let pid = child.id() as i32;
+    let pgid = Pid::from_raw(pid);
+    if let Err(e) = on_spawn(pid) {
+        let _ = signal::killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait();
+        return Err(e);
+    }
+
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let s = sink.clone();
+        pumps.push(std::thread::spawn(move || pump(out, s)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let s = sink.clone();
+        pumps.push(std::thread::spawn(move || pump(err, s)));
+    }
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+
+    let deadline = Instant::now() + spec.timeout;
+    let mut stopping: Option<(Ended, Instant)> = None;
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(status) => break status.context("failed to wait for the entrypoint")?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("lost track of the entrypoint process")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        match stopping {
+            None => {
+                let why = if STOP_REQUESTED.load(Ordering::SeqCst) {
+                    Some(Ended::Interrupted)
+                } else if now >= deadline {
+                    Some(Ended::TimedOut)
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    info!(
+                        "{}; sending SIGTERM to the entrypoint's process group {pid}",
+                        if why == Ended::TimedOut {
+                            "entrypoint timed out"
+                        } else {
+                            "stop requested"
+                        }
+                    );
+                    let _ = signal::killpg(pgid, Signal::SIGTERM);
+                    stopping = Some((why, now));
+                }
+            }
+            Some((_, since))
+                if now.duration_since(since) >= Duration::from_secs(KILL_GRACE_SECS) =>
+            {
+                info!("entrypoint still running {KILL_GRACE_SECS}s after SIGTERM; sending SIGKILL");
+                let _ = signal::killpg(pgid, Signal::SIGKILL);
+                stopping = stopping.map(|(w, _)| (w, now + Duration::from_secs(3600)));
+            }
+            Some(_) => {}
+        }
+    };
+    if stopping.is_some() {
+        // Whatever is left of the group goes too: the run was cut short on purpose.
+        let _ = signal::killpg(pgid, Signal::SIGKILL);
+    }
+    drop(signals);
+
+    let drain_until = Instant::now() + Duration::from_millis(OUTPUT_DRAIN_MS);
+    for p in pumps {
+        while !p.is_finished() && Instant::now() < drain_until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if p.is_finished() {
+            let _ = p.join();
+        } else {
+            debug!("entrypoint left a process holding its output open; not waiting for it");
+        }
+    }
+    if let Ok(s) = sink.lock() {
+        let _ = s.file.sync_all();
+    }
+
+    Ok(match stopping {
+        Some((why, _)) => why,
+        None => match status.code() {
+            Some(c) => Ended::Exited(c),
+            None => Ended::Signaled(status.signal().unwrap_or(0)),
+        },
+    })
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Stop what is left of an entrypoint whose pass was killed: the process group of
+/// `pid`, if it is the same process (same boot, same start time) or if only the rest
+/// of its group remains (a pid cannot be reused while its group still exists).
+pub fn stop_orphan(pid: i32, start_ticks: Option<u64>, boot: Option<&str>) -> bool {
+    if pid <= 1 || boot.is_none() || boot_id().as_deref() != boot {
+        return false;
+    }
+    let pgid = Pid::from_raw(pid);
+    let same = match process_start_ticks(pid) {
+        Some(now) => Some(now) == start_ticks,
+        None => signal::killpg(pgid, None).is_ok(),
+    };
+    if !same {
+        return false;
+    }
+    info!("an entrypoint from an interrupted pass is still running (process group {pid}); stopping it");
+    let _ = signal::killpg(pgid, Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(KILL_GRACE_SECS);
+    while Instant::now() < until && signal::killpg(pgid, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = signal::killpg(pgid, Signal::SIGKILL);
+    true
+}
+
+/// Keep the newest `MAX_LOGS` logs (names start with a sortable UTC timestamp).
+pub fn prune_logs(dir: &Path, keep: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().map(|e| e == "log").unwrap_or(false))
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(MAX_LOGS);
+    for old in logs.into_iter().take(excess) {
+        if !keep.contains(&old) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree_with(files: &[(&str, u32)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn resolves_an_executable_inside_the_tree() {
+        let t = tree_with(&[("run.sh", 0o755), ("bin/deploy", 0o700)]);
+        assert!(resolve(t.path(), "run.sh").is_ok());
+        assert!(resolve(t.path(), "bin/deploy").is_ok());
+        assert!(resolve(t.path(), "./run.sh").is_ok());
+    }
+
+    #[test]
+    fn refuses_escapes_missing_and_non_executables() {
+        let t = tree_with(&[("run.sh", 0o644)]);
+        symlink("/bin/sh", t.path().join("abs-link")).unwrap();
+        symlink("../../../../bin/sh", t.path().join("rel-link")).unwrap();
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        for (rel, needle) in [
+            ("run.sh", "not executable"),
+            ("missing.sh", "does not exist"),
+            ("/bin/sh", "absolute"),
+            ("../run.sh", "'..'"),
+            ("abs-link", "outside"),
+            ("rel-link", "outside"),
+            ("dir", "not a regular file"),
+            ("", "empty"),
+        ] {
+            let err = resolve(t.path(), rel).unwrap_err();
+            assert!(err.contains(needle), "{rel}: {err}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(Ended::Exited(3).code(), Some(3));
+        assert_eq!(Ended::Signaled(9).code(), Some(137));
+        assert_eq!(Ended::TimedOut.code(), None);
+        assert!(Ended::Exited(0).success() && !Ended::Exited(1).success());
+    }
+
+    #[test]
+    fn reads_own_start_ticks() {
+        let me = std::process::id() as i32;
+        assert!(process_start_ticks(me).is_some());
+        assert_eq!(process_start_ticks(me), process_start_ticks(me));
+    }
+}

@@ -1,0 +1,261 @@
+//! Everything gix does for us: the bare cache repository, fetching one branch,
+//! merge bases, commit metadata, and checking a commit out into an empty directory.
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::exit::{fail, Classify, Exit};
+use crate::log::debug;
+use crate::repo_url::RepoUrl;
+
+pub use gix::ObjectId;
+
+/// How the first fetch limits history: one commit is all a deployment needs.
+pub const INITIAL_DEPTH: u32 = 1;
+
+/// How to reach the Git server over ssh.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    pub key: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl SshOptions {
+    /// The ssh command line: never prompt, never trust an unknown host key.
+    pub fn command(&self) -> String {
+        let mut cmd = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
+        if let Some(key) = &self.key {
+            cmd.push_str(&format!(" -o IdentitiesOnly=yes -i {}", shell_quote(key)));
+        }
+        if let Some(kh) = &self.known_hosts {
+            cmd.push_str(&format!(" -o UserKnownHostsFile={}", shell_quote(kh)));
+        }
+        cmd
+    }
+}
+
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// The bare repository under the state directory that holds fetched objects.
+pub struct Cache {
+    repo: gix::Repository,
+}
+
+/// What a fetch found on the remote.
+pub struct Fetched {
+    pub remote_tip: ObjectId,
+}
+
+/// Commit metadata shown in status and passed on in notifications.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub subject: String,
+    pub time: Option<DateTime<Utc>>,
+}
+
+fn gix_err(e: gix::Error) -> anyhow::Error {
+    anyhow!("{e:#}")
+}
+
+impl Cache {
+    /// Open the cache at `path`, creating it first when missing. Creation goes through a
+    /// temporary directory and a rename, so an interrupted first pass leaves no half-made repo.
+    pub fn open_or_init(path: &Path, ssh: &SshOptions) -> Result<Cache> {
+        if !path.exists() {
+            let parent = path.parent().context("cache path has no parent")?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-cache-")
+                .tempdir_in(parent)
+                .with_context(|| format!("failed to create a directory in {}", parent.display()))?;
+            gix::init_bare(tmp.path())
+                .map_err(gix_err)
+                .with_context(|| {
+                    format!(
+                        "failed to initialise cache repository in {}",
+                        tmp.path().display()
+                    )
+                })?;
+            let tmp = tmp.keep();
+            std::fs::rename(&tmp, path).with_context(|| {
+                format!(
+                    "failed to move cache repository into place at {}",
+                    path.display()
+                )
+            })?;
+        }
+        let overrides = [
+            format!("core.sshCommand={}", ssh.command()),
+            "ssh.variant=ssh".to_string(),
+            "gitoxide.credentials.terminalPrompt=false".to_string(),
+            // Objects only ever arrive through our fetches; no background gc in the pass.
+            "gc.auto=0".to_string(),
+        ];
+        let opts = gix::open::Options::default().config_overrides(overrides);
+        let repo = gix::open_opts(path, opts)
+            .map_err(gix_err)
+            .with_context(|| format!("failed to open cache repository {}", path.display()))?;
+        Ok(Cache { repo })
+    }
+
+    fn tracking_ref(branch: &str) -> String {
+        format!("refs/remotes/origin/{branch}")
+    }
+
+    /// The remote tip recorded by the last successful fetch, if any.
+    pub fn known_tip(&self, branch: &str) -> Option<ObjectId> {
+        self.repo
+            .try_find_reference(Self::tracking_ref(branch).as_str())
+            .ok()
+            .flatten()
+            .and_then(|mut r| r.peel_to_id().ok().map(|id| id.detach()))
+    }
+
+    /// Fetch `branch` from `url` into `refs/remotes/origin/<branch>` and return its tip.
+    /// `depth` deepens or limits history; `None` leaves the shallow boundary as it is.
+    pub fn fetch(
+        &self,
+        url: &RepoUrl,
+        branch: &str,
+        depth: Option<gix::remote::fetch::Shallow>,
+    ) -> Result<Fetched> {
+        let what = || format!("failed to fetch branch {branch:?} from {}", url.redacted);
+        let spec = format!("+refs/heads/{branch}:{}", Self::tracking_ref(branch));
+        let remote = self
+            .repo
+            .remote_at(url.raw.as_str())
+            .map_err(gix_err)
+            .with_context(what)
+            .class(Exit::Fetch)?
+            .with_refspecs(Some(spec.as_str()), gix::remote::Direction::Fetch)
+            .map_err(gix_err)
+            .with_context(what)
+            .class(Exit::Fetch)?
+            .with_fetch_tags(gix::remote::fetch::Tags::None);
+        let connection = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(gix_err)
+            .with_context(what)
+            .class(Exit::Fetch)?;
+        let mut prepare = connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(gix_err)
+            .with_context(what)
+            .class(Exit::Fetch)?;
+        let wanted = format!("refs/heads/{branch}");
+        let tip = prepare
+            .ref_map()
+            .mappings
+            .iter()
+            .find(|m| {
+                m.remote
+                    .as_name()
+                    .map(|n| n == wanted.as_str())
+                    .unwrap_or(false)
+            })
+            .and_then(|m| m.remote.as_id().map(|id| id.to_owned()));
+        let Some(tip) = tip else {
+            return Err(fail(
+                Exit::Fetch,
+                format!("branch {branch:?} does not exist in {}", url.redacted),
+            ));
+        };
+        if let Some(depth) = depth {
+            prepare = prepare.with_shallow(depth);
+        }
+        let interrupt = AtomicBool::new(false);
+        let outcome = prepare
+            .receive(gix::progress::Discard, &interrupt)
+            .map_err(gix_err)
+            .with_context(what)
+            .class(Exit::Fetch)?;
+        let received_pack = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+        debug!("fetched {branch} at {tip} (pack received: {received_pack})");
+        Ok(Fetched { remote_tip: tip })
+    }
+
+    pub fn is_shallow(&self) -> bool {
+        self.repo.is_shallow().unwrap_or(false)
+    }
+
+    pub fn has_commit(&self, id: &ObjectId) -> bool {
+        self.repo.find_commit(*id).is_ok()
+    }
+
+    /// The merge base of `a` and `b`. An incomplete (shallow) history that cannot
+    /// answer counts as no merge base; the caller deepens and asks again.
+    pub fn merge_base(&self, a: ObjectId, b: ObjectId) -> Option<ObjectId> {
+        match self.repo.merge_base(a, b) {
+            Ok(base) => base.map(|id| id.detach()),
+            Err(e) => {
+                debug!("no merge base of {a} and {b}: {e:#}");
+                None
+            }
+        }
+    }
+
+    pub fn commit_info(&self, id: ObjectId) -> Result<CommitInfo> {
+        let commit = self
+            .repo
+            .find_commit(id)
+            .map_err(gix_err)
+            .with_context(|| format!("failed to read commit {id}"))?;
+        let subject = commit
+            .message()
+            .map(|m| m.summary().to_string())
+            .unwrap_or_default();
+        let time = commit
+            .time()
+            .ok()
+            .and_then(|t| Utc.timestamp_opt(t.seconds, 0).single());
+        Ok(CommitInfo { subject, time })
+    }
+
+    /// Check `commit` out into `dest`, which must be empty or missing.
+    pub fn checkout(&self, commit: ObjectId, dest: &Path) -> Result<()> {
+        let what = || format!("failed to check out {commit} into {}", dest.display());
+        let tree: ObjectId = self
+            .repo
+            .find_commit(commit)
+            .map_err(gix_err)
+            .with_context(what)?
+            .tree_id()
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(what)?
+            .detach();
+        let mut index = self
+            .repo
+            .index_from_tree(&tree)
+            .map_err(gix_err)
+            .with_context(what)?;
+        let mut opts = self
+            .repo
+            .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+            .map_err(gix_err)
+            .with_context(what)?;
+        opts.destination_is_initially_empty = true;
+        let objects = self.repo.objects.clone().into_arc().with_context(what)?;
+        let interrupt = AtomicBool::new(false);
+        let outcome = gix::worktree::state::checkout(
+            &mut index,
+            dest,
+            objects,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &interrupt,
+            opts,
+        )
+        .map_err(|e| anyhow!("{e:#}"))
+        .with_context(what)?;
+        if let Some(err) = outcome.errors.first() {
+            return Err(anyhow!("{}: {}", err.path, err.error)).with_context(what);
+        }
+        if let Some(c) = outcome.collisions.first() {
+            return Err(anyhow!("path collision at {}", c.path)).with_context(what);
+        }
+        Ok(())
+    }
+}

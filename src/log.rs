@@ -1,0 +1,52 @@
+//! Output for people and the journal: phase lines and the summary on stderr,
+//! detail only with `-v`. Every line passes through the redactor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Register strings that must never be printed (URL passwords and tokens).
+/// Only the first call takes effect; it happens once, after the config is read.
+pub fn set_secrets(secrets: Vec<String>) {
+    let _ = SECRETS.set(secrets.into_iter().filter(|s| !s.is_empty()).collect());
+}
+
+/// Replace every registered secret in `text` with `***`.
+pub fn scrub(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(secrets) = SECRETS.get() {
+        for s in secrets {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
+}
+
+pub fn line(msg: impl std::fmt::Display) {
+    eprintln!("gitops-run: {}", scrub(&msg.to_string()));
+}
+
+pub fn debug_line(msg: impl std::fmt::Display) {
+    if verbose() {
+        eprintln!("gitops-run: debug: {}", scrub(&msg.to_string()));
+    }
+}
+
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::line(format_args!($($arg)*)) };
+}
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::debug_line(format_args!($($arg)*)) };
+}
+pub(crate) use debug;
+pub(crate) use info;

@@ -1,0 +1,78 @@
+//! gitops-run: one pull-based GitOps pass for a plain Linux host, then exit.
+
+mod cli;
+mod decide;
+mod duration;
+mod entrypoint;
+mod exit;
+mod git;
+mod log;
+mod pass;
+mod repo_url;
+mod state;
+mod status;
+mod trees;
+
+use anyhow::Result;
+use std::process::ExitCode;
+
+use crate::exit::{fail, Exit};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(err) => {
+            eprintln!("gitops-run: error: {}", log::scrub(&format!("{err:#}")));
+            ExitCode::from(exit::class_of(&err).code())
+        }
+    }
+}
+
+fn run() -> Result<Exit> {
+    let cli = cli::parse()?;
+    log::set_verbose(cli.common.verbose);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let root = if cli.common.state_dir.is_absolute() {
+        cli.common.state_dir.clone()
+    } else {
+        cwd.join(&cli.common.state_dir)
+    };
+    let layout = state::Layout::new(&root);
+
+    if let Some(cli::Command::Status { json }) = cli.command {
+        status::show(&layout, json)?;
+        return Ok(Exit::Ok);
+    }
+
+    let p = cli.pass;
+    let Some(repo) = p.repo.as_deref() else {
+        return Err(fail(Exit::Usage, "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it"));
+    };
+    let repo = repo_url::RepoUrl::parse(repo, &cwd)?;
+    log::set_secrets(repo.secrets.clone());
+    if p.branch.trim().is_empty()
+        || gix::validate::reference::name_partial(p.branch.as_str().into()).is_err()
+    {
+        return Err(fail(
+            Exit::Usage,
+            format!("invalid branch name {:?}", p.branch),
+        ));
+    }
+    // Trees, state and logs are for root only; the entrypoint inherits this umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let cfg = pass::Config {
+        repo,
+        branch: p.branch,
+        layout,
+        entrypoint: p.entrypoint,
+        timeout: p.timeout,
+        ssh: git::SshOptions {
+            key: p.ssh_key,
+            known_hosts: p.known_hosts,
+        },
+        allow_rewrite: p.allow_rewrite,
+        keep_trees: p.keep_trees,
+        once: p.once,
+    };
+    pass::run(&cfg)
+}

@@ -1,0 +1,550 @@
+//! One pass: lock, load state, fetch, classify, apply, record, exit code.
+//! Reads like the README; the decisions live in `decide`, the effects in the
+//! modules it calls.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::decide::{self, Classification, Plan, Reason};
+use crate::entrypoint::{self, Ended};
+use crate::exit::{fail, Classify, Exit};
+use crate::git::{Cache, ObjectId, SshOptions, INITIAL_DEPTH};
+use crate::log::{debug, info};
+use crate::repo_url::RepoUrl;
+use crate::state::{self, Attempt, AttemptResult, Deployed, LastPass, Layout, State};
+use crate::trees;
+
+/// Everything a pass needs to know, resolved from flags, environment and config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub repo: RepoUrl,
+    pub branch: String,
+    pub layout: Layout,
+    pub entrypoint: String,
+    pub timeout: Duration,
+    pub ssh: SshOptions,
+    pub allow_rewrite: bool,
+    pub keep_trees: u32,
+    /// `--once`: retry a failing commit now instead of waiting for its backoff.
+    pub once: bool,
+}
+
+/// What a pass did, for the summary line, the state file and the exit code.
+struct Outcome {
+    exit: Exit,
+    label: &'static str,
+    summary: String,
+    remote: Option<ObjectId>,
+    class: Option<Classification>,
+}
+
+pub fn run(cfg: &Config) -> Result<Exit> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    state::prepare_dir(&cfg.layout.root)?;
+    let Some(_lock) = acquire_lock(&cfg.layout)? else {
+        info!(
+            "another gitops-run pass holds the lock on {}; exiting",
+            cfg.layout.lock().display()
+        );
+        return Ok(Exit::Ok);
+    };
+    let mut st = load_state(cfg)?;
+    trees::clean_leftovers(&cfg.layout)?;
+    settle_interrupted_attempt(&mut st, started_at);
+
+    let result = pass(cfg, &mut st, started_at);
+    let (exit, last) = match &result {
+        Ok(o) => (
+            o.exit,
+            LastPass {
+                started_at,
+                duration_ms: 0,
+                remote_commit: o.remote.map(|r| r.to_string()),
+                classification: o.class,
+                outcome: o.label.to_string(),
+                exit_code: o.exit.code(),
+                error: None,
+            },
+        ),
+        Err(e) => {
+            let exit = crate::exit::class_of(e);
+            (
+                exit,
+                LastPass {
+                    started_at,
+                    duration_ms: 0,
+                    remote_commit: None,
+                    classification: None,
+                    outcome: "error".to_string(),
+                    exit_code: exit.code(),
+                    error: Some(crate::log::scrub(&format!("{e:#}"))),
+                },
+            )
+        }
+    };
+    let elapsed = started.elapsed();
+    st.last_pass = Some(LastPass {
+        duration_ms: elapsed.as_millis() as u64,
+        ..last
+    });
+    state::save(&cfg.layout.state_file(), &st)?;
+    let outcome = result?;
+    info!("{} ({:.2}s)", outcome.summary, elapsed.as_secs_f64());
+    Ok(exit)
+}
+
+fn acquire_lock(layout: &Layout) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = layout.lock();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open lock file {}", path.display()))
+        .class(Exit::State)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("failed to lock {}", path.display()))
+            .class(Exit::State),
+    }
+}
+
+fn load_state(cfg: &Config) -> Result<State> {
+    let path = cfg.layout.state_file();
+    let Some(mut st) = state::load(&path)? else {
+        return Ok(State::new(&cfg.repo.redacted, &cfg.branch));
+    };
+    if crate::repo_url::identity(&st.repo) != cfg.repo.identity() {
+        return Err(fail(
+            Exit::State,
+            format!(
+                "state directory {} belongs to repository {}, not {}; use another --state-dir, or move it aside to start over",
+                cfg.layout.root.display(),
+                st.repo,
+                cfg.repo.redacted
+            ),
+        ));
+    }
+    if st.branch != cfg.branch {
+        info!(
+            "branch changed from {} to {}; the deployed commit is compared with the new branch",
+            st.branch, cfg.branch
+        );
+        st.branch = cfg.branch.clone();
+    }
+    Ok(st)
+}
+
+/// A pass that died while its entrypoint ran left an attempt marked running. Stop
+/// what is left of that entrypoint and count the attempt as failed.
+fn settle_interrupted_attempt(st: &mut State, now: DateTime<Utc>) {
+    let Some(attempt) = st.attempt.as_mut() else {
+        return;
+    };
+    if attempt.result != AttemptResult::Running {
+        return;
+    }
+    if let Some(pid) = attempt.pid {
+        entrypoint::stop_orphan(pid, attempt.pid_start_ticks, attempt.boot_id.as_deref());
+    }
+    info!(
+        "the previous pass ended while applying {}; counting that attempt as failed",
+        short(&attempt.commit)
+    );
+    attempt.result = AttemptResult::Interrupted;
+    attempt.finished_at = Some(now);
+    attempt.pid = None;
+    st.failing = Some(decide::record_failure(
+        st.failing.as_ref(),
+        &attempt.commit,
+        now,
+    ));
+}
+
+fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
+    let cache = Cache::open_or_init(&cfg.layout.cache(), &cfg.ssh).class(Exit::Internal)?;
+    let deployed: Option<ObjectId> = match &st.deployed {
+        Some(d) => Some(ObjectId::from_hex(d.commit.as_bytes()).map_err(|_| {
+            fail(
+                Exit::State,
+                format!("state file names an invalid deployed commit {:?}", d.commit),
+            )
+        })?),
+        None => None,
+    };
+
+    let depth = cache.known_tip(&cfg.branch).is_none().then(|| {
+        gix::remote::fetch::Shallow::DepthAtRemote(INITIAL_DEPTH.try_into().expect("non-zero"))
+    });
+    debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
+    let remote = cache.fetch(&cfg.repo, &cfg.branch, depth)?.remote_tip;
+    let class = classify(cfg, &cache, deployed, remote)?;
+    debug!(
+        "deployed {:?}, remote {remote}: {}",
+        deployed.map(|d| d.to_string()),
+        class.as_str()
+    );
+
+    if let Some(d) = deployed {
+        restore_current(cfg, &cache, d)?;
+    }
+
+    let remote_hex = remote.to_string();
+    let outcome = |exit, label, summary: String| Outcome {
+        exit,
+        label,
+        summary,
+        remote: Some(remote),
+        class: Some(class),
+    };
+    match decide::plan(
+        class,
+        &remote_hex,
+        st.failing.as_ref(),
+        cfg.allow_rewrite,
+        cfg.once,
+        now,
+    ) {
+        Plan::Nothing => {
+            st.failing = None;
+            let subject = st
+                .deployed
+                .as_ref()
+                .map(|d| d.subject.clone())
+                .unwrap_or_default();
+            Ok(outcome(
+                Exit::Ok,
+                "up-to-date",
+                format!(
+                    "up to date at {} ({subject:?}) on {}",
+                    short(&remote_hex),
+                    cfg.branch
+                ),
+            ))
+        }
+        Plan::Wait { until, failures } => {
+            let exit = match st.attempt.as_ref().map(|a| a.result) {
+                Some(AttemptResult::InvalidEntrypoint) => Exit::EntrypointInvalid,
+                _ => Exit::EntrypointFailed,
+            };
+            Ok(outcome(
+                exit,
+                "waiting",
+                format!(
+                    "{} has failed {failures} time(s); next retry at {} (run `gitops-run --once` to retry now)",
+                    short(&remote_hex),
+                    until.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ))
+        }
+        Plan::Refuse(c) => {
+            let d = deployed.map(|d| d.to_string()).unwrap_or_default();
+            let what = if c == Classification::RemoteBehind {
+                format!(
+                    "refusing to deploy: branch {} of {} was reset backwards; remote {} is an ancestor of deployed {}",
+                    cfg.branch,
+                    cfg.repo.redacted,
+                    short(&remote_hex),
+                    short(&d)
+                )
+            } else {
+                format!(
+                    "refusing to deploy: history of branch {} of {} was rewritten (force-push?); remote {} does not descend from deployed {}",
+                    cfg.branch,
+                    cfg.repo.redacted,
+                    short(&remote_hex),
+                    short(&d)
+                )
+            };
+            Ok(outcome(
+                Exit::Refused,
+                "refused",
+                format!("{what}. Nothing was changed. Push a commit on top of {} or, to deploy {} anyway, run with --allow-rewrite", short(&d), short(&remote_hex)),
+            ))
+        }
+        Plan::Apply(reason) => apply(cfg, st, &cache, remote, reason, now)
+            .map(|(exit, label, summary)| outcome(exit, label, summary)),
+    }
+}
+
+/// Classify the remote tip against the deployed commit. In a shallow cache a missing
+/// merge base may only mean missing history, so deepen before calling it diverged.
+fn classify(
+    cfg: &Config,
+    cache: &Cache,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+) -> Result<Classification> {
+    let base = |cache: &Cache| match deployed {
+        Some(d) if d != remote && cache.has_commit(&d) => cache.merge_base(d, remote),
+        _ => None,
+    };
+    let class = decide::classify(deployed.as_ref(), &remote, base(cache).as_ref());
+    if class == Classification::Diverged
+        && (cache.is_shallow() || !deployed.map(|d| cache.has_commit(&d)).unwrap_or(true))
+    {
+        info!(
+            "history is incomplete here; fetching all of {} before concluding that it diverged",
+            cfg.branch
+        );
+        cache.fetch(
+            &cfg.repo,
+            &cfg.branch,
+            Some(gix::remote::fetch::Shallow::undo()),
+        )?;
+        return Ok(decide::classify(
+            deployed.as_ref(),
+            &remote,
+            base(cache).as_ref(),
+        ));
+    }
+    Ok(class)
+}
+
+/// Make `current` point at the deployed tree again if someone removed or moved it.
+fn restore_current(cfg: &Config, cache: &Cache, deployed: ObjectId) -> Result<()> {
+    let hex = deployed.to_string();
+    let tree_ok = cfg.layout.tree(&hex).is_dir();
+    if tree_ok && trees::current_commit(&cfg.layout).as_deref() == Some(hex.as_str()) {
+        return Ok(());
+    }
+    if !tree_ok {
+        if !cache.has_commit(&deployed) {
+            info!("the deployed tree {} is missing and its commit is not in the cache; it will be replaced by the next successful apply", short(&hex));
+            return Ok(());
+        }
+        info!(
+            "the deployed tree {} is missing; checking it out again (the entrypoint is not re-run)",
+            short(&hex)
+        );
+        trees::materialize(&cfg.layout, cache, deployed)?;
+    }
+    trees::switch_current(&cfg.layout, &hex)?;
+    info!(
+        "restored {} -> trees/{}",
+        cfg.layout.current().display(),
+        hex
+    );
+    Ok(())
+}
+
+fn apply(
+    cfg: &Config,
+    st: &mut State,
+    cache: &Cache,
+    commit: ObjectId,
+    reason: Reason,
+    now: DateTime<Utc>,
+) -> Result<(Exit, &'static str, String)> {
+    let hex = commit.to_string();
+    let info_of = cache.commit_info(commit)?;
+    let previous = st.deployed.as_ref().map(|d| d.commit.clone());
+    info!(
+        "applying {} {:?} ({}; deployed: {})",
+        short(&hex),
+        info_of.subject,
+        reason.as_str(),
+        previous.as_deref().map(short).unwrap_or("none")
+    );
+    let tree = trees::materialize(&cfg.layout, cache, commit)?;
+    debug!("checked out {hex} into {}", tree.display());
+
+    let log_path = new_log_path(&cfg.layout, &hex, now)?;
+    let mut attempt = Attempt {
+        commit: hex.clone(),
+        subject: info_of.subject.clone(),
+        reason,
+        started_at: now,
+        finished_at: None,
+        result: AttemptResult::Running,
+        exit_code: None,
+        log: Some(log_path.clone()),
+        pid: None,
+        pid_start_ticks: None,
+        boot_id: None,
+    };
+
+    let program = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+        Ok(p) => p,
+        Err(msg) => {
+            attempt.result = AttemptResult::InvalidEntrypoint;
+            attempt.finished_at = Some(Utc::now());
+            attempt.log = None;
+            st.attempt = Some(attempt);
+            st.failing = Some(decide::record_failure(
+                st.failing.as_ref(),
+                &hex,
+                Utc::now(),
+            ));
+            prune_trees(cfg, st)?;
+            return Ok((
+                Exit::EntrypointInvalid,
+                "invalid-entrypoint",
+                format!("not running {}: {msg}", short(&hex)),
+            ));
+        }
+    };
+
+    st.attempt = Some(attempt.clone());
+    let env = vec![
+        ("GITOPS_COMMIT".to_string(), hex.clone()),
+        (
+            "GITOPS_PREVIOUS_COMMIT".to_string(),
+            previous.clone().unwrap_or_default(),
+        ),
+        ("GITOPS_BRANCH".to_string(), cfg.branch.clone()),
+        ("GITOPS_REPO".to_string(), cfg.repo.redacted.clone()),
+        ("GITOPS_REASON".to_string(), reason.as_str().to_string()),
+        (
+            "GITOPS_STATE_DIR".to_string(),
+            cfg.layout.root.to_string_lossy().into_owned(),
+        ),
+    ];
+    let header = format!(
+        "# gitops-run: {} {} commit {hex} ({}) started {}",
+        cfg.entrypoint,
+        reason.as_str(),
+        info_of.subject,
+        now.to_rfc3339()
+    );
+    info!("running {} in {}", cfg.entrypoint, tree.display());
+    let ran = Instant::now();
+    let state_path = cfg.layout.state_file();
+    let ended = entrypoint::run(
+        entrypoint::Spec {
+            program: &program,
+            cwd: &tree,
+            env,
+            timeout: cfg.timeout,
+            log: &log_path,
+            header,
+        },
+        |pid| {
+            let a = st.attempt.as_mut().expect("attempt set above");
+            a.pid = Some(pid);
+            a.pid_start_ticks = entrypoint::process_start_ticks(pid);
+            a.boot_id = entrypoint::boot_id();
+            state::save(&state_path, st)
+        },
+    )?;
+    let took = ran.elapsed().as_secs_f64();
+    let finished = Utc::now();
+    let a = st.attempt.as_mut().expect("attempt set above");
+    a.finished_at = Some(finished);
+    a.exit_code = ended.code();
+    a.pid = None;
+    a.pid_start_ticks = None;
+    a.boot_id = None;
+    a.result = match ended {
+        e if e.success() => AttemptResult::Succeeded,
+        Ended::TimedOut => AttemptResult::TimedOut,
+        Ended::Interrupted => AttemptResult::Interrupted,
+        _ => AttemptResult::Failed,
+    };
+    entrypoint::prune_logs(&cfg.layout.logs(), std::slice::from_ref(&log_path));
+
+    if ended.success() {
+        trees::switch_current(&cfg.layout, &hex)?;
+        st.mark_deployed(Deployed {
+            commit: hex.clone(),
+            subject: info_of.subject.clone(),
+            commit_time: info_of.time,
+            deployed_at: finished,
+        });
+        st.failing = None;
+        prune_trees(cfg, st)?;
+        let from = previous
+            .as_deref()
+            .map(|p| format!(" (was {})", short(p)))
+            .unwrap_or_default();
+        return Ok((
+            Exit::Ok,
+            "applied",
+            format!(
+                "applied {} {:?}{from}: {} exited 0 after {took:.2}s",
+                short(&hex),
+                info_of.subject,
+                cfg.entrypoint
+            ),
+        ));
+    }
+
+    st.failing = Some(decide::record_failure(st.failing.as_ref(), &hex, finished));
+    prune_trees(cfg, st)?;
+    let kept = previous
+        .as_deref()
+        .map(|p| format!("; {} stays deployed", short(p)))
+        .unwrap_or_default();
+    let how = match ended {
+        Ended::Exited(c) => format!("exited {c}"),
+        Ended::Signaled(s) => format!("was killed by signal {s}"),
+        Ended::TimedOut => format!("timed out after {}", crate::duration::format(cfg.timeout)),
+        Ended::Interrupted => "was interrupted".to_string(),
+    };
+    let retry = st
+        .failing
+        .as_ref()
+        .map(|f| f.next_retry_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    let summary = format!(
+        "{} failed for {}: {how} after {took:.2}s{kept}; next retry at {retry}; log: {}",
+        cfg.entrypoint,
+        short(&hex),
+        log_path.display()
+    );
+    if ended == Ended::Interrupted {
+        return Ok((Exit::Interrupted, "interrupted", summary));
+    }
+    Ok((Exit::EntrypointFailed, "failed", summary))
+}
+
+/// Keep the deployed tree, the last failed attempt's tree (for inspection) and
+/// previously deployed ones, `keep_trees` in all.
+fn prune_trees(cfg: &Config, st: &State) -> Result<()> {
+    let mut order: Vec<String> = Vec::new();
+    order.extend(st.deployed.iter().map(|d| d.commit.clone()));
+    if let Some(a) = &st.attempt {
+        if a.result != AttemptResult::Succeeded {
+            order.push(a.commit.clone());
+        }
+    }
+    order.extend(st.history.iter().map(|d| d.commit.clone()));
+    let mut keep = BTreeSet::new();
+    for c in order {
+        if keep.len() >= cfg.keep_trees as usize {
+            break;
+        }
+        keep.insert(c);
+    }
+    trees::prune(&cfg.layout, &keep)
+}
+
+fn new_log_path(layout: &Layout, commit: &str, now: DateTime<Utc>) -> Result<PathBuf> {
+    let dir = layout.logs();
+    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let stamp = now.format("%Y%m%dT%H%M%SZ");
+    for n in 0..1000 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let p = dir.join(format!("{stamp}-{}{suffix}.log", short(commit)));
+        if !p.exists() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("too many logs for {stamp} in {}", dir.display())
+}
+
+/// The first 12 hex digits of a commit id.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}

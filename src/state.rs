@@ -1,0 +1,350 @@
+//! The state directory: its layout, its safety checks, and `state.json`, the only
+//! memory between passes (written with temp file + fsync + rename).
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::decide::{Classification, Failing, Reason};
+use crate::exit::{fail, Classify, Exit};
+
+/// The version of `state.json` this build writes and reads.
+pub const STATE_FORMAT: u32 = 1;
+/// How many previously deployed commits `state.json` remembers.
+pub const MAX_HISTORY: usize = 20;
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache.git")
+    }
+    pub fn trees(&self) -> PathBuf {
+        self.root.join("trees")
+    }
+    pub fn tree(&self, commit: &str) -> PathBuf {
+        self.trees().join(commit)
+    }
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}
+
+/// Create the state directory if needed (mode 0700) and refuse one that another
+/// user owns or that others may write to: it holds what runs as root.
+pub fn prepare_dir(root: &Path) -> Result<()> {
+    if !root.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("failed to create state directory {}", root.display()))
+            .class(Exit::State)?;
+    }
+    check_dir_safety(root)
+}
+
+pub fn check_dir_safety(root: &Path) -> Result<()> {
+    let meta = std::fs::metadata(root)
+        .with_context(|| format!("failed to read state directory {}", root.display()))
+        .class(Exit::State)?;
+    if !meta.is_dir() {
+        return Err(fail(
+            Exit::State,
+            format!("state directory {} is not a directory", root.display()),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(
+            Exit::State,
+            format!(
+                "state directory {} is owned by uid {}, not by uid {me} running gitops-run; fix with chown or use another --state-dir",
+                root.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(
+            Exit::State,
+            format!(
+                "state directory {} is writable by group or others (mode {:o}); fix with chmod 700",
+                root.display(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A commit that is (or was) deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub commit: String,
+    pub subject: String,
+    pub commit_time: Option<DateTime<Utc>>,
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// How an attempt to apply a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptResult {
+    /// Still running, or the pass died (kill -9, power loss) before it could record the end.
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    /// The entrypoint was missing, not executable, or outside the tree; nothing ran.
+    InvalidEntrypoint,
+    /// gitops-run was stopped by SIGINT/SIGTERM while the entrypoint ran.
+    Interrupted,
+}
+
+impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Running => "running",
+            AttemptResult::Succeeded => "succeeded",
+            AttemptResult::Failed => "failed",
+            AttemptResult::TimedOut => "timed-out",
+            AttemptResult::InvalidEntrypoint => "invalid-entrypoint",
+            AttemptResult::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The last commit tried, whether or not it succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub commit: String,
+    pub subject: String,
+    pub reason: Reason,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: AttemptResult,
+    /// The entrypoint's exit status, or 128+signal when a signal ended it.
+    pub exit_code: Option<i32>,
+    pub log: Option<PathBuf>,
+    /// The entrypoint's process (and group) id while it runs, with its start time in
+    /// clock ticks since boot and the boot id, so a later pass can tell whether an
+    /// orphan of a killed pass is still alive.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub pid_start_ticks: Option<u64>,
+    #[serde(default)]
+    pub boot_id: Option<String>,
+}
+
+/// Facts about the last pass, whatever it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPass {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub remote_commit: Option<String>,
+    pub classification: Option<Classification>,
+    pub outcome: String,
+    pub exit_code: u8,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    /// The repository (redacted) this state belongs to.
+    pub repo: String,
+    pub branch: String,
+    pub deployed: Option<Deployed>,
+    /// Previously deployed commits, newest first.
+    #[serde(default)]
+    pub history: Vec<Deployed>,
+    pub attempt: Option<Attempt>,
+    pub failing: Option<Failing>,
+    pub last_pass: Option<LastPass>,
+}
+
+impl State {
+    pub fn new(repo: &str, branch: &str) -> State {
+        State {
+            format: STATE_FORMAT,
+            repo: repo.to_string(),
+            branch: branch.to_string(),
+            deployed: None,
+            history: Vec::new(),
+            attempt: None,
+            failing: None,
+            last_pass: None,
+        }
+    }
+
+    /// Record `d` as deployed, moving the previous one into the history.
+    pub fn mark_deployed(&mut self, d: Deployed) {
+        if let Some(prev) = self.deployed.take() {
+            if prev.commit != d.commit {
+                self.history.insert(0, prev);
+                self.history.truncate(MAX_HISTORY);
+            }
+        }
+        self.deployed = Some(d);
+    }
+}
+
+/// Read `state.json`; `None` when there is none yet. A file that cannot be parsed,
+/// or was written by a newer format, is an error: history is never reset silently.
+pub fn load(path: &Path) -> Result<Option<State>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("failed to read state file {}", path.display()))
+                .class(Exit::State)
+        }
+    };
+    let probe: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        fail(
+            Exit::State,
+            format!(
+                "state file {} is corrupt ({e}); move it aside to start over (deployed trees are kept)",
+                path.display()
+            ),
+        )
+    })?;
+    match probe.get("format").and_then(|f| f.as_u64()) {
+        Some(f) if f == u64::from(STATE_FORMAT) => {}
+        Some(f) => {
+            return Err(fail(
+                Exit::State,
+                format!(
+                    "state file {} has format {f}; this gitops-run reads format {STATE_FORMAT}",
+                    path.display()
+                ),
+            ))
+        }
+        None => {
+            return Err(fail(
+                Exit::State,
+                format!(
+                    "{} is not a gitops-run state file (no \"format\" field)",
+                    path.display()
+                ),
+            ))
+        }
+    }
+    let state: State = serde_json::from_value(probe).map_err(|e| {
+        fail(
+            Exit::State,
+            format!(
+                "state file {} is corrupt ({e}); move it aside to start over (deployed trees are kept)",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(Some(state))
+}
+
+/// Write `state.json` atomically: temp file in the same directory, fsync, rename, fsync dir.
+pub fn save(path: &Path, state: &State) -> Result<()> {
+    let dir = path
+        .parent()
+        .context("state file has no parent directory")?;
+    let mut json = serde_json::to_vec_pretty(state).context("failed to serialise state")?;
+    json.push(b'\n');
+    write_atomically(dir, path, &json)
+        .with_context(|| format!("failed to write state file {}", path.display()))
+}
+
+pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to fsync directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = State::new("https://example.com/r.git", "main");
+        s.mark_deployed(Deployed {
+            commit: "a".into(),
+            subject: "one".into(),
+            commit_time: None,
+            deployed_at: Utc::now(),
+        });
+        s.mark_deployed(Deployed {
+            commit: "b".into(),
+            subject: "two".into(),
+            commit_time: None,
+            deployed_at: Utc::now(),
+        });
+        save(&path, &s).unwrap();
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.history[0].commit, "a");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only state.json remains");
+    }
+
+    #[test]
+    fn corrupt_foreign_and_future_files_are_state_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        for (text, needle) in [
+            ("{not json", "corrupt"),
+            ("{\"hello\": 1}", "not a gitops-run state file"),
+            ("{\"format\": 99}", "format 99"),
+            ("{\"format\": 1, \"repo\": 5}", "corrupt"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = load(&path).unwrap_err();
+            assert_eq!(crate::exit::class_of(&err), Exit::State);
+            assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn unsafe_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_dir_safety(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("writable by group or others"));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_dir_safety(dir.path()).unwrap();
+    }
+}

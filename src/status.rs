@@ -1,0 +1,203 @@
+//! `gitops-run status`: what is deployed, what was tried, what the last pass saw.
+//! The JSON form is a stable interface (documented in docs/design.md).
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::PathBuf;
+
+use crate::decide::{Classification, Reason};
+use crate::state::{self, Layout, State};
+
+/// Version of the `status --json` document.
+pub const STATUS_SCHEMA: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    pub schema: u32,
+    pub state_dir: PathBuf,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub deployed: Option<DeployedDoc>,
+    pub current: Option<String>,
+    pub last_attempt: Option<AttemptDoc>,
+    pub remote_commit: Option<String>,
+    pub classification: Option<Classification>,
+    pub last_pass: Option<PassDoc>,
+    pub consecutive_failures: u32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployedDoc {
+    pub commit: String,
+    pub subject: String,
+    pub commit_time: Option<DateTime<Utc>>,
+    pub deployed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptDoc {
+    pub commit: String,
+    pub subject: String,
+    pub reason: Reason,
+    pub result: &'static str,
+    pub exit_code: Option<i32>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PassDoc {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub outcome: String,
+    pub exit_code: u8,
+    pub error: Option<String>,
+}
+
+pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
+    let mut doc = StatusDoc {
+        schema: STATUS_SCHEMA,
+        state_dir: layout.root.clone(),
+        repo: None,
+        branch: None,
+        deployed: None,
+        current: crate::trees::current_commit(layout),
+        last_attempt: None,
+        remote_commit: None,
+        classification: None,
+        last_pass: None,
+        consecutive_failures: 0,
+        next_retry_at: None,
+        last_log: None,
+    };
+    let Some(st) = st else { return doc };
+    doc.repo = Some(st.repo.clone());
+    doc.branch = Some(st.branch.clone());
+    doc.deployed = st.deployed.as_ref().map(|d| DeployedDoc {
+        commit: d.commit.clone(),
+        subject: d.subject.clone(),
+        commit_time: d.commit_time,
+        deployed_at: d.deployed_at,
+    });
+    doc.last_attempt = st.attempt.as_ref().map(|a| AttemptDoc {
+        commit: a.commit.clone(),
+        subject: a.subject.clone(),
+        reason: a.reason,
+        result: a.result.as_str(),
+        exit_code: a.exit_code,
+        started_at: a.started_at,
+        finished_at: a.finished_at,
+        log: a.log.clone(),
+    });
+    doc.last_log = st.attempt.as_ref().and_then(|a| a.log.clone());
+    if let Some(p) = &st.last_pass {
+        doc.remote_commit = p.remote_commit.clone();
+        doc.classification = p.classification;
+        doc.last_pass = Some(PassDoc {
+            started_at: p.started_at,
+            duration_ms: p.duration_ms,
+            outcome: p.outcome.clone(),
+            exit_code: p.exit_code,
+            error: p.error.clone(),
+        });
+    }
+    if let Some(f) = &st.failing {
+        doc.consecutive_failures = f.consecutive;
+        doc.next_retry_at = Some(f.next_retry_at);
+    }
+    doc
+}
+
+fn when(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+pub fn render_text(doc: &StatusDoc) -> String {
+    let mut out = Vec::new();
+    let Some(repo) = &doc.repo else {
+        return format!(
+            "no pass has run yet (state directory {})\n",
+            doc.state_dir.display()
+        );
+    };
+    out.push(format!("repo:          {repo}"));
+    out.push(format!(
+        "branch:        {}",
+        doc.branch.as_deref().unwrap_or("")
+    ));
+    out.push(match &doc.deployed {
+        Some(d) => format!(
+            "deployed:      {} {:?}{} deployed {}",
+            short(&d.commit),
+            d.subject,
+            d.commit_time
+                .map(|t| format!(" (committed {})", when(&t)))
+                .unwrap_or_default(),
+            when(&d.deployed_at)
+        ),
+        None => "deployed:      nothing yet".to_string(),
+    });
+    if let Some(a) = &doc.last_attempt {
+        out.push(format!(
+            "last attempt:  {} {:?} {}{} ({}, {})",
+            short(&a.commit),
+            a.subject,
+            a.result,
+            a.exit_code
+                .map(|c| format!(" with exit code {c}"))
+                .unwrap_or_default(),
+            a.reason.as_str(),
+            when(&a.started_at)
+        ));
+    }
+    if let Some(r) = &doc.remote_commit {
+        out.push(format!(
+            "remote:        {} at the last fetch ({})",
+            short(r),
+            doc.classification.map(|c| c.as_str()).unwrap_or("unknown")
+        ));
+    }
+    if let Some(p) = &doc.last_pass {
+        out.push(format!(
+            "last pass:     {} took {:.2}s: {} (exit {})",
+            when(&p.started_at),
+            p.duration_ms as f64 / 1000.0,
+            p.outcome,
+            p.exit_code
+        ));
+        if let Some(e) = &p.error {
+            out.push(format!("last error:    {e}"));
+        }
+    }
+    if doc.consecutive_failures > 0 {
+        out.push(format!(
+            "failures:      {} in a row; next retry at {}",
+            doc.consecutive_failures,
+            doc.next_retry_at.map(|t| when(&t)).unwrap_or_default()
+        ));
+    }
+    if let Some(l) = &doc.last_log {
+        out.push(format!("last log:      {}", l.display()));
+    }
+    out.join("\n") + "\n"
+}
+
+fn short(c: &str) -> &str {
+    &c[..c.len().min(12)]
+}
+
+/// Print the status of the state directory at `layout`.
+pub fn show(layout: &Layout, json: bool) -> Result<()> {
+    let st = state::load(&layout.state_file())?;
+    let doc = document(layout, st.as_ref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", render_text(&doc));
+    }
+    Ok(())
+}
