@@ -57,14 +57,60 @@ pub struct CommitInfo {
     pub time: Option<DateTime<Utc>>,
 }
 
+/// gix errors as one line: each distinct message of the source chain, outermost first.
 fn gix_err(e: gix::Error) -> anyhow::Error {
-    anyhow!("{e:#}")
+    anyhow!("{}", error_chain(&e))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// Remove `*.lock` files that a killed fetch left in the cache (ref, packed-refs,
+/// shallow and config locks). Only called under the pass's own lock, so no other
+/// writer can be using them; left in place, they would fail every later fetch.
+pub fn remove_stale_locks(cache: &Path) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let ty = entry.file_type()?;
+            if ty.is_dir() && entry.file_name() != "objects" {
+                walk(&path, found)?;
+            } else if ty.is_file() && path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)?;
+                found.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    if cache.is_dir() {
+        walk(cache, &mut found)
+            .with_context(|| format!("failed to remove stale lock files in {}", cache.display()))?;
+    }
+    Ok(found)
 }
 
 impl Cache {
     /// Open the cache at `path`, creating it first when missing. Creation goes through a
     /// temporary directory and a rename, so an interrupted first pass leaves no half-made repo.
     pub fn open_or_init(path: &Path, ssh: &SshOptions) -> Result<Cache> {
+        for stale in remove_stale_locks(path)? {
+            crate::log::info!(
+                "removed stale lock {} left by an interrupted fetch",
+                stale.display()
+            );
+        }
         if !path.exists() {
             let parent = path.parent().context("cache path has no parent")?;
             let tmp = tempfile::Builder::new()
@@ -223,7 +269,7 @@ impl Cache {
             .map_err(gix_err)
             .with_context(what)?
             .tree_id()
-            .map_err(|e| anyhow!("{e:#}"))
+            .map_err(|e| anyhow!("{}", error_chain(&e)))
             .with_context(what)?
             .detach();
         let mut index = self
@@ -248,7 +294,7 @@ impl Cache {
             &interrupt,
             opts,
         )
-        .map_err(|e| anyhow!("{e:#}"))
+        .map_err(|e| anyhow!("{}", error_chain(&e)))
         .with_context(what)?;
         if let Some(err) = outcome.errors.first() {
             return Err(anyhow!("{}: {}", err.path, err.error)).with_context(what);
