@@ -98,7 +98,14 @@ pub fn prune(layout: &Layout, keep: &BTreeSet<String>) -> Result<()> {
             continue;
         }
         debug!("pruning tree {name}");
-        remove_tree(&entry.path())?;
+        let path = entry.path();
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_tree(&path)?;
+        } else {
+            // Not ours (trees are directories); a stray file must not linger forever.
+            std::fs::remove_file(&path)
+                .with_context(|| format!("failed to remove {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -152,6 +159,7 @@ mod tests {
         for t in ["keep", "old", ".tmp-half"] {
             std::fs::create_dir_all(layout.tree(t).join("sub")).unwrap();
         }
+        std::fs::write(layout.tree("stray-file"), "junk").unwrap();
         std::fs::write(dir.path().join(".tmp-state"), "x").unwrap();
         clean_leftovers(&layout).unwrap();
         prune(&layout, &BTreeSet::from(["keep".to_string()])).unwrap();

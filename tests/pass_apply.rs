@@ -1,0 +1,1258 @@
+//! Integration tests for the apply half of a pass: the entrypoint's
+//! environment and output, failures and retry backoff, timeouts, invalid
+//! entrypoints, the lock, recovery after a killed pass, tree housekeeping,
+//! bad input, option precedence and `status`.
+//!
+//! Every test uses `file://` origins built with [`Origin`] and its own state
+//! directory. Nothing here depends on timing: waits poll for a condition
+//! with a bounded deadline.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{bin, Origin};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Upper bound for every wait on a condition.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A succeeding entrypoint.
+const OK_SCRIPT: &str = "#!/bin/sh\necho deployed\n";
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// What a finished `gitops-run` invocation left behind.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}, got:\n{}",
+            self.describe()
+        );
+        self
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    let output = cmd.stdin(Stdio::null()).output().expect("start gitops-run");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A `gitops-run` pass command for `url` on `state` with `extra` arguments.
+fn pass_cmd(url: &str, state: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("--repo")
+        .arg(url)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra);
+    cmd
+}
+
+fn pass(origin: &Origin, state: &Path, extra: &[&str]) -> Run {
+    run(&mut pass_cmd(&origin.url(), state, extra))
+}
+
+/// `gitops-run status --json` parsed.
+fn status_json(state: &Path) -> Value {
+    let out = run(bin().args(["status", "--json", "--state-dir"]).arg(state));
+    out.expect_code(0);
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("status --json is not JSON ({err}):\n{}", out.stdout))
+}
+
+/// `state.json`, which must be valid JSON whenever it exists.
+fn state_file(state: &Path) -> Value {
+    let path = state.join("state.json");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("state.json is not valid JSON ({err}):\n{text}"))
+}
+
+/// The last attempt recorded in `state.json` (`attempt`, or `last_attempt`).
+fn state_file_attempt(state: &Path) -> Value {
+    let doc = state_file(state);
+    doc.get("attempt")
+        .or_else(|| doc.get("last_attempt"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The commit `STATE/current` points at (`trees/<sha>`).
+fn current_of(state: &Path) -> Option<String> {
+    let target = fs::read_link(state.join("current")).ok()?;
+    assert_eq!(
+        target.parent(),
+        Some(Path::new("trees")),
+        "current should point at trees/<sha>, points at {}",
+        target.display()
+    );
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+fn parse_time(value: &Value) -> DateTime<Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a timestamp, got {value}"));
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("bad timestamp {text:?}: {err}"))
+        .with_timezone(&Utc)
+}
+
+/// Polls `cond` until it holds; panics after [`DEADLINE`].
+#[track_caller]
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a pid file (written atomically by the scripts) and reads it.
+#[track_caller]
+fn wait_for_pid(path: &Path) -> i32 {
+    let mut pid = None;
+    wait_until(&format!("pid file {}", path.display()), || {
+        pid = fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.expect("pid read")
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+#[track_caller]
+fn wait_pid_gone(pid: i32, what: &str) {
+    wait_until(&format!("{what} (pid {pid}) to be gone"), || {
+        !pid_alive(pid)
+    });
+}
+
+/// Waits for `child` with a deadline.
+fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A spawned `gitops-run` that is killed if the test ends early.
+struct Spawned {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Spawned {
+    fn start(mut cmd: Command, stderr: PathBuf) -> Spawned {
+        let file = File::create(&stderr).expect("create stderr capture file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn gitops-run");
+        Spawned { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Kills, at the end of a test, the process groups whose leaders' pids the
+/// test's entrypoints wrote to these files, so a failing test leaves no
+/// `sleep 1000` behind.
+struct Reaper(Vec<PathBuf>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let Some(pid) = fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid > 1 && pid_alive(pid) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A fresh temporary directory with a state directory path (not yet
+/// created) inside it.
+fn scratch() -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("gitops-run-apply-")
+        .tempdir()
+        .expect("create a temporary directory");
+    let state = dir.path().join("state");
+    (dir, state)
+}
+
+/// Lines of `STATE/runs`, which the scripts append to.
+fn runs(state: &Path) -> Vec<String> {
+    fs::read_to_string(state.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `KEY=VALUE` lines of an `env` dump.
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..12]
+}
+
+/// Lines of `text` starting with `gitops-run: error:`.
+fn error_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("gitops-run: error:"))
+        .collect()
+}
+
+/// Asserts a run failed with `code` and exactly one clear error line that
+/// contains `needle`, without a panic.
+#[track_caller]
+fn expect_clean_error(out: &Run, code: i32, needle: &str) {
+    out.expect_code(code);
+    let errors = error_lines(&out.stderr);
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected exactly one `gitops-run: error:` line:\n{}",
+        out.describe()
+    );
+    assert!(
+        errors[0].contains(needle),
+        "error line should mention {needle:?}:\n{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains("panicked") && !out.stdout.contains("panicked"),
+        "gitops-run panicked:\n{}",
+        out.describe()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 1. Environment contract
+// ---------------------------------------------------------------------------
+
+const ENV_DUMP_SCRIPT: &str = "#!/bin/sh\n\
+out=\"$GITOPS_STATE_DIR/dump-$GITOPS_REASON\"\n\
+env > \"$out.env\"\n\
+pwd -P > \"$out.pwd\"\n\
+umask > \"$out.umask\"\n\
+readlink /proc/$$/fd/0 > \"$out.stdin\"\n\
+echo $$ > \"$out.pid\"\n\
+cat /proc/$$/stat > \"$out.stat\"\n";
+
+const LEAKY_REPO: &str = "https://deploy:hunter2secret@example.com/leak.git";
+
+fn read_dump(state: &Path, reason: &str) -> (BTreeMap<String, String>, String, String) {
+    let base = state.join(format!("dump-{reason}"));
+    let read = |ext: &str| {
+        let path = base.with_extension(ext);
+        fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+    };
+    let env_text = read("env");
+    assert!(
+        !env_text.contains("hunter2secret") && !env_text.contains("leak.git"),
+        "the parent's GITOPS_REPO leaked into the entrypoint:\n{env_text}"
+    );
+    assert_eq!(
+        read("stdin").trim(),
+        "/dev/null",
+        "stdin of the {reason} entrypoint"
+    );
+    // Fields after the command name: state, ppid, pgrp, ...
+    let pid = read("pid").trim().to_owned();
+    let stat = read("stat");
+    let pgrp = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("cannot parse /proc/PID/stat: {stat}"));
+    assert_eq!(
+        pgrp, pid,
+        "the {reason} entrypoint should lead its own process group"
+    );
+    (
+        parse_env(&env_text),
+        read("pwd").trim().to_owned(),
+        read("umask").trim().to_owned(),
+    )
+}
+
+#[track_caller]
+fn check_gitops_env(env: &BTreeMap<String, String>, expected: &[(&str, &str)], where_: &str) {
+    let gitops: BTreeMap<&str, &str> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("GITOPS_"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let want: BTreeMap<&str, &str> = expected.iter().copied().collect();
+    assert_eq!(
+        gitops, want,
+        "GITOPS_* variables of the {where_} entrypoint"
+    );
+}
+
+#[test]
+fn entrypoint_environment_contract_on_initial_and_new_deploys() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", ENV_DUMP_SCRIPT)], "first");
+    let (_tmp, state) = scratch();
+    let url = origin.url();
+    let state_str = state.to_str().expect("UTF-8 state path").to_owned();
+
+    let go = || {
+        let mut cmd = pass_cmd(&url, &state, &[]);
+        cmd.env("GITOPS_REPO", LEAKY_REPO)
+            .env("GITOPS_FOO", "inherited-value")
+            .env("UNRELATED_VAR", "kept");
+        run(&mut cmd)
+    };
+
+    go().expect_code(0);
+    let canonical_state = state.canonicalize().expect("canonical state dir");
+    let (env, pwd, umask) = read_dump(&state, "initial");
+    check_gitops_env(
+        &env,
+        &[
+            ("GITOPS_COMMIT", &c1),
+            ("GITOPS_PREVIOUS_COMMIT", ""),
+            ("GITOPS_BRANCH", "main"),
+            ("GITOPS_REPO", &url),
+            ("GITOPS_REASON", "initial"),
+            ("GITOPS_STATE_DIR", &state_str),
+        ],
+        "first",
+    );
+    assert_eq!(
+        env.get("UNRELATED_VAR").map(String::as_str),
+        Some("kept"),
+        "ordinary variables are inherited"
+    );
+    assert_eq!(
+        Path::new(&pwd),
+        canonical_state.join("trees").join(&c1),
+        "cwd of the first entrypoint"
+    );
+    assert_eq!(umask, "0077", "umask of the first entrypoint");
+
+    let c2 = origin.commit(&[("app.conf", "v = 2\n")], "second");
+    go().expect_code(0);
+    let (env, pwd, umask) = read_dump(&state, "new");
+    check_gitops_env(
+        &env,
+        &[
+            ("GITOPS_COMMIT", &c2),
+            ("GITOPS_PREVIOUS_COMMIT", &c1),
+            ("GITOPS_BRANCH", "main"),
+            ("GITOPS_REPO", &url),
+            ("GITOPS_REASON", "new"),
+            ("GITOPS_STATE_DIR", &state_str),
+        ],
+        "second",
+    );
+    assert_eq!(
+        Path::new(&pwd),
+        canonical_state.join("trees").join(&c2),
+        "cwd of the second entrypoint"
+    );
+    assert_eq!(umask, "0077", "umask of the second entrypoint");
+    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+}
+
+// ---------------------------------------------------------------------------
+// 2. Output
+// ---------------------------------------------------------------------------
+
+#[test]
+fn entrypoint_stdout_and_stderr_reach_stderr_and_the_log_file() {
+    let mut origin = Origin::new();
+    origin.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\necho 'line-on-stdout-4711'\necho 'line-on-stderr-4712' >&2\n",
+        )],
+        "noisy",
+    );
+    let (_tmp, state) = scratch();
+    let out = pass(&origin, &state, &[]);
+    out.expect_code(0);
+    for line in ["line-on-stdout-4711", "line-on-stderr-4712"] {
+        assert!(
+            out.stderr.lines().any(|l| l.contains(line)),
+            "{line} missing from gitops-run's stderr:\n{}",
+            out.describe()
+        );
+        assert!(
+            !out.stdout.contains(line),
+            "{line} should go to stderr, not stdout:\n{}",
+            out.describe()
+        );
+    }
+
+    let status = status_json(&state);
+    let log = status["last_log"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status has no last_log: {status:#}"));
+    let log = Path::new(log);
+    assert!(
+        log.starts_with(state.join("logs")),
+        "log {} should live in STATE/logs",
+        log.display()
+    );
+    let name = log.file_name().unwrap().to_string_lossy().into_owned();
+    let head = origin.head();
+    assert!(
+        name.ends_with(&format!("-{}.log", short(&head))),
+        "log name {name} should end with -<short12>.log"
+    );
+    let text = fs::read_to_string(log).expect("read the log file");
+    for line in ["line-on-stdout-4711", "line-on-stderr-4712"] {
+        assert!(
+            text.lines().any(|l| l.contains(line)),
+            "{line} missing from {}:\n{text}",
+            log.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Failing entrypoint and retry backoff
+// ---------------------------------------------------------------------------
+
+fn recording_script(exit_code: i32) -> String {
+    format!(
+        "#!/bin/sh\necho \"$GITOPS_REASON $GITOPS_COMMIT\" >> \"$GITOPS_STATE_DIR/runs\"\nexit {exit_code}\n"
+    )
+}
+
+#[test]
+fn failing_entrypoint_keeps_previous_commit_and_backs_off() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", &recording_script(0))], "good");
+    let (_tmp, state) = scratch();
+    pass(&origin, &state, &[]).expect_code(0);
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+
+    // A failing commit.
+    let c2 = origin.commit(&[("run.sh", &recording_script(3))], "broken");
+    let before = Utc::now();
+    let out = pass(&origin, &state, &[]);
+    let after = Utc::now();
+    out.expect_code(5);
+    assert_eq!(
+        runs(&state),
+        vec![format!("initial {c1}"), format!("new {c2}")]
+    );
+    assert_eq!(
+        current_of(&state).as_deref(),
+        Some(c1.as_str()),
+        "current must stay on the previous commit"
+    );
+    let status = status_json(&state);
+    assert_eq!(status["deployed"]["commit"], c1.as_str(), "{status:#}");
+    assert_eq!(status["current"], c1.as_str(), "{status:#}");
+    let attempt = &status["last_attempt"];
+    assert_eq!(attempt["commit"], c2.as_str(), "{status:#}");
+    assert_eq!(attempt["result"], "failed", "{status:#}");
+    assert_eq!(attempt["exit_code"], 3, "{status:#}");
+    assert_eq!(attempt["reason"], "new", "{status:#}");
+    assert_eq!(status["consecutive_failures"], 1, "{status:#}");
+    let next = parse_time(&status["next_retry_at"]);
+    let finished = parse_time(&attempt["finished_at"]);
+    let five = chrono::Duration::minutes(5);
+    assert!(
+        next >= before + five - chrono::Duration::seconds(1)
+            && next <= after + five + chrono::Duration::seconds(1),
+        "next_retry_at {next} should be ~5 minutes after the failure ({before} .. {after})"
+    );
+    assert!(
+        (next - finished - five).num_seconds().abs() <= 1,
+        "next_retry_at {next} should be 5 minutes after finished_at {finished}"
+    );
+
+    // A plain pass waits for the backoff and does not run the entrypoint.
+    let out = pass(&origin, &state, &[]);
+    out.expect_code(5);
+    assert!(
+        out.stderr.contains("next retry"),
+        "a waiting pass should say when the next retry is:\n{}",
+        out.describe()
+    );
+    assert_eq!(
+        runs(&state).len(),
+        2,
+        "the entrypoint must not run while backing off"
+    );
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+
+    // --once retries at once.
+    let out = pass(&origin, &state, &["--once"]);
+    out.expect_code(5);
+    assert_eq!(runs(&state).last(), Some(&format!("retry {c2}")));
+    assert_eq!(runs(&state).len(), 3);
+    let status = status_json(&state);
+    assert_eq!(status["consecutive_failures"], 2, "{status:#}");
+    assert_eq!(status["last_attempt"]["reason"], "retry", "{status:#}");
+    assert_eq!(status["deployed"]["commit"], c1.as_str(), "{status:#}");
+    let next = parse_time(&status["next_retry_at"]);
+    let finished = parse_time(&status["last_attempt"]["finished_at"]);
+    assert!(
+        (next - finished - chrono::Duration::minutes(10))
+            .num_seconds()
+            .abs()
+            <= 1,
+        "second failure backs off 10 minutes: next {next}, finished {finished}"
+    );
+
+    // A newer commit, failing too, is tried at once by a plain pass and
+    // starts its own failure count.
+    let c3 = origin.commit(&[("run.sh", &recording_script(4))], "still broken");
+    let out = pass(&origin, &state, &[]);
+    out.expect_code(5);
+    assert_eq!(runs(&state).last(), Some(&format!("new {c3}")));
+    let status = status_json(&state);
+    assert_eq!(status["consecutive_failures"], 1, "{status:#}");
+    assert_eq!(status["last_attempt"]["exit_code"], 4, "{status:#}");
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+
+    // A fixing commit is applied at once and clears the failures.
+    let c4 = origin.commit(&[("run.sh", &recording_script(0))], "fixed");
+    let out = pass(&origin, &state, &[]);
+    out.expect_code(0);
+    assert_eq!(runs(&state).last(), Some(&format!("new {c4}")));
+    assert_eq!(current_of(&state).as_deref(), Some(c4.as_str()));
+    let status = status_json(&state);
+    assert_eq!(status["deployed"]["commit"], c4.as_str(), "{status:#}");
+    assert_eq!(status["last_attempt"]["result"], "succeeded", "{status:#}");
+    assert_eq!(status["consecutive_failures"], 0, "{status:#}");
+    assert!(status["next_retry_at"].is_null(), "{status:#}");
+
+    // And the next plain pass is up to date.
+    let before = runs(&state).len();
+    pass(&origin, &state, &[]).expect_code(0);
+    assert_eq!(runs(&state).len(), before, "nothing runs when up to date");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Timeout
+// ---------------------------------------------------------------------------
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let mut origin = Origin::new();
+    origin.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\n\
+             sleep 1000 &\n\
+             echo $! > \"$GITOPS_STATE_DIR/bg.pid.tmp\" && mv \"$GITOPS_STATE_DIR/bg.pid.tmp\" \"$GITOPS_STATE_DIR/bg.pid\"\n\
+             echo $$ > \"$GITOPS_STATE_DIR/main.pid.tmp\" && mv \"$GITOPS_STATE_DIR/main.pid.tmp\" \"$GITOPS_STATE_DIR/main.pid\"\n\
+             sleep 1000\n",
+        )],
+        "hangs",
+    );
+    let (_tmp, state) = scratch();
+    let _reaper = Reaper(vec![state.join("main.pid"), state.join("bg.pid")]);
+
+    let out = pass(&origin, &state, &["--timeout", "2s"]);
+    out.expect_code(5);
+    let status = status_json(&state);
+    assert_eq!(status["last_attempt"]["result"], "timed-out", "{status:#}");
+    assert!(status["deployed"].is_null(), "{status:#}");
+    assert!(current_of(&state).is_none(), "nothing is deployed");
+
+    let bg = wait_for_pid(&state.join("bg.pid"));
+    let main = wait_for_pid(&state.join("main.pid"));
+    wait_pid_gone(main, "the timed-out entrypoint");
+    wait_pid_gone(bg, "the entrypoint's background child");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Invalid entrypoints
+// ---------------------------------------------------------------------------
+
+/// A script that creates `marker` when it runs.
+fn marker_script(marker: &Path) -> String {
+    format!("#!/bin/sh\ntouch '{}'\n", marker.display())
+}
+
+#[test]
+fn invalid_entrypoints_are_refused_and_nothing_runs() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (tmp, state) = scratch();
+    pass(&origin, &state, &[]).expect_code(0);
+
+    let markers = tmp.path().join("markers");
+    fs::create_dir(&markers).unwrap();
+    // Executable scripts outside the tree that must never run.
+    let outside = tmp.path().join("outside.sh");
+    fs::write(&outside, marker_script(&markers.join("outside"))).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    let trap = state.join("trap.sh");
+    fs::write(&trap, marker_script(&markers.join("trap"))).unwrap();
+    fs::set_permissions(&trap, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Every script in the repository would leave a marker, too.
+    origin.commit(
+        &[("run.sh", &marker_script(&markers.join("run.sh")))],
+        "run.sh leaves a marker",
+    );
+
+    let check = |origin: &Origin, entrypoint: &str, case: &str| {
+        let head = origin.head();
+        let out = pass(origin, &state, &["--entrypoint", entrypoint]);
+        assert_eq!(
+            out.code,
+            Some(6),
+            "{case}: expected exit 6, got:\n{}",
+            out.describe()
+        );
+        let ran: Vec<_> = fs::read_dir(&markers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(ran.is_empty(), "{case}: something ran: {ran:?}");
+        assert_eq!(
+            current_of(&state).as_deref(),
+            Some(c1.as_str()),
+            "{case}: current must not change"
+        );
+        let status = status_json(&state);
+        assert_eq!(
+            status["deployed"]["commit"],
+            c1.as_str(),
+            "{case}: {status:#}"
+        );
+        assert_eq!(
+            status["last_attempt"]["commit"],
+            head.as_str(),
+            "{case}: {status:#}"
+        );
+        assert_eq!(
+            status["last_attempt"]["result"], "invalid-entrypoint",
+            "{case}: {status:#}"
+        );
+        assert!(
+            out.stderr.contains(entrypoint),
+            "{case}: the message should name the entrypoint:\n{}",
+            out.describe()
+        );
+    };
+
+    // Missing file.
+    origin.commit(&[("a.txt", "1\n")], "no such entrypoint");
+    check(&origin, "missing.sh", "missing file");
+
+    // Not executable (mode 0644), although it is a shell script.
+    let noexec = origin.path().join("noexec.sh");
+    fs::write(&noexec, marker_script(&markers.join("noexec"))).unwrap();
+    fs::set_permissions(&noexec, fs::Permissions::from_mode(0o644)).unwrap();
+    origin.commit(&[], "non-executable entrypoint");
+    check(&origin, "noexec.sh", "not executable");
+
+    // '..' leaving the tree (STATE/trees/<sha>/../../trap.sh exists).
+    origin.commit(&[("a.txt", "2\n")], "dot-dot");
+    check(&origin, "../../trap.sh", "'..'");
+
+    // Absolute paths.
+    origin.commit(&[("a.txt", "3\n")], "absolute /bin/true");
+    check(&origin, "/bin/true", "absolute /bin/true");
+    origin.commit(&[("a.txt", "4\n")], "absolute script");
+    check(&origin, outside.to_str().unwrap(), "absolute script");
+
+    // Symlinks in the repository escaping the tree.
+    symlink("/bin/sh", origin.path().join("to-sh")).unwrap();
+    origin.commit(&[], "symlink to /bin/sh");
+    check(&origin, "to-sh", "symlink to /bin/sh");
+    symlink(&outside, origin.path().join("to-outside")).unwrap();
+    origin.commit(&[], "symlink to an outside script");
+    check(&origin, "to-outside", "absolute symlink to a script");
+    symlink("../../trap.sh", origin.path().join("to-trap")).unwrap();
+    origin.commit(&[], "relative symlink escaping the tree");
+    check(&origin, "to-trap", "relative symlink escaping the tree");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Lock
+// ---------------------------------------------------------------------------
+
+#[test]
+fn concurrent_pass_exits_zero_while_another_holds_the_lock() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\n\
+             echo \"$GITOPS_REASON\" >> \"$GITOPS_STATE_DIR/runs\"\n\
+             n=0\n\
+             while [ ! -e \"$GITOPS_STATE_DIR/release\" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done\n\
+             [ -e \"$GITOPS_STATE_DIR/release\" ]\n",
+        )],
+        "blocks until released",
+    );
+    let (tmp, state) = scratch();
+
+    let mut first = Spawned::start(
+        pass_cmd(&origin.url(), &state, &[]),
+        tmp.path().join("first.stderr"),
+    );
+    wait_until("the first pass's entrypoint to start", || {
+        runs(&state).len() == 1
+    });
+
+    let second = pass(&origin, &state, &[]);
+    second.expect_code(0);
+    assert!(
+        second
+            .stderr
+            .lines()
+            .any(|l| l.contains("another") && l.contains("pass holds the lock")),
+        "the second pass should say another pass holds the lock:\n{}",
+        second.describe()
+    );
+    assert_eq!(
+        runs(&state).len(),
+        1,
+        "the second pass must not run the entrypoint"
+    );
+
+    fs::write(state.join("release"), "").unwrap();
+    let status = wait_child(&mut first.child, "the first pass");
+    assert_eq!(status.code(), Some(0), "first pass:\n{}", first.stderr());
+    assert_eq!(runs(&state), vec!["initial".to_owned()]);
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+}
+
+// ---------------------------------------------------------------------------
+// 7. SIGKILL of gitops-run, and of the entrypoint
+// ---------------------------------------------------------------------------
+
+/// Records its reason; unless `STATE/no-sleep` exists, writes its pid and
+/// its background sleep's pid and waits forever.
+fn sleepy_script(variant: &str) -> String {
+    format!(
+        "#!/bin/sh\n\
+         # variant {variant}\n\
+         echo \"$GITOPS_REASON\" >> \"$GITOPS_STATE_DIR/runs\"\n\
+         if [ -e \"$GITOPS_STATE_DIR/no-sleep\" ]; then exit 0; fi\n\
+         sleep 1000 &\n\
+         echo $! > \"$GITOPS_STATE_DIR/sleep.pid.tmp\" && mv \"$GITOPS_STATE_DIR/sleep.pid.tmp\" \"$GITOPS_STATE_DIR/sleep.pid\"\n\
+         echo $$ > \"$GITOPS_STATE_DIR/ep.pid.tmp\" && mv \"$GITOPS_STATE_DIR/ep.pid.tmp\" \"$GITOPS_STATE_DIR/ep.pid\"\n\
+         wait\n"
+    )
+}
+
+/// Starts a plain pass, waits until its entrypoint runs and is recorded as
+/// running in `state.json`, then SIGKILLs gitops-run. Returns the pids of the
+/// orphaned entrypoint and its background sleep.
+fn start_and_kill_pass(origin: &Origin, state: &Path, capture: PathBuf) -> (i32, i32) {
+    let _ = fs::remove_file(state.join("ep.pid"));
+    let _ = fs::remove_file(state.join("sleep.pid"));
+    let mut pass = Spawned::start(pass_cmd(&origin.url(), state, &[]), capture);
+    let ep = wait_for_pid(&state.join("ep.pid"));
+    let sleeper = wait_for_pid(&state.join("sleep.pid"));
+    wait_until("state.json to record the running attempt's pid", || {
+        let attempt = state_file_attempt(state);
+        attempt["result"] == "running" && attempt["pid"] == ep
+    });
+    pass.child.kill().expect("SIGKILL gitops-run");
+    let status = pass.child.wait().expect("reap gitops-run");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "gitops-run should have died of SIGKILL:\n{}",
+        pass.stderr()
+    );
+    // The entrypoint survives its pass: it is in its own process group.
+    assert!(
+        pid_alive(ep),
+        "the entrypoint should outlive the killed pass"
+    );
+    assert!(
+        pid_alive(sleeper),
+        "its child should outlive the killed pass"
+    );
+    let attempt = state_file_attempt(state);
+    assert_eq!(attempt["result"], "running", "{attempt:#}");
+    assert_eq!(attempt["pid"], ep, "{attempt:#}");
+    (ep, sleeper)
+}
+
+#[test]
+fn killed_pass_leaves_an_orphan_that_the_next_pass_stops() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (tmp, state) = scratch();
+    let _reaper = Reaper(vec![state.join("ep.pid"), state.join("sleep.pid")]);
+    pass(&origin, &state, &[]).expect_code(0);
+
+    // Scenario A: the next pass is `--once` and the script no longer sleeps.
+    let c2 = origin.commit(&[("run.sh", &sleepy_script("a"))], "sleepy a");
+    let (ep, sleeper) = start_and_kill_pass(&origin, &state, tmp.path().join("a.stderr"));
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    state_file(&state);
+
+    fs::write(state.join("no-sleep"), "").unwrap();
+    let out = pass(&origin, &state, &["--once"]);
+    out.expect_code(0);
+    wait_pid_gone(ep, "the orphaned entrypoint");
+    wait_pid_gone(sleeper, "the orphaned entrypoint's child");
+    assert!(
+        out.stderr.contains(short(&c2)) && out.stderr.contains("interrupted"),
+        "the pass should report the interrupted attempt of {}:\n{}",
+        short(&c2),
+        out.describe()
+    );
+    assert_eq!(
+        runs(&state),
+        vec!["new", "retry"],
+        "the interrupted attempt counts as failed and is retried"
+    );
+    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    let status = status_json(&state);
+    assert_eq!(status["deployed"]["commit"], c2.as_str(), "{status:#}");
+    assert_eq!(status["last_attempt"]["result"], "succeeded", "{status:#}");
+    assert_eq!(status["consecutive_failures"], 0, "{status:#}");
+    state_file(&state);
+
+    // Scenario B: a plain pass after the kill records the attempt as
+    // interrupted and waits for the backoff.
+    fs::remove_file(state.join("no-sleep")).unwrap();
+    let c3 = origin.commit(&[("run.sh", &sleepy_script("b"))], "sleepy b");
+    let (ep, sleeper) = start_and_kill_pass(&origin, &state, tmp.path().join("b.stderr"));
+    let out = pass(&origin, &state, &[]);
+    out.expect_code(5);
+    wait_pid_gone(ep, "the second orphaned entrypoint");
+    wait_pid_gone(sleeper, "the second orphaned entrypoint's child");
+    let status = status_json(&state);
+    assert_eq!(status["last_attempt"]["commit"], c3.as_str(), "{status:#}");
+    assert_eq!(
+        status["last_attempt"]["result"], "interrupted",
+        "{status:#}"
+    );
+    assert_eq!(status["consecutive_failures"], 1, "{status:#}");
+    assert_eq!(status["deployed"]["commit"], c2.as_str(), "{status:#}");
+    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    assert!(state_file_attempt(&state)["pid"].is_null());
+
+    // Fixed by a new commit: deployed at once by a plain pass.
+    let c4 = origin.commit(&[("run.sh", OK_SCRIPT)], "fixed");
+    pass(&origin, &state, &[]).expect_code(0);
+    assert_eq!(current_of(&state).as_deref(), Some(c4.as_str()));
+    let status = status_json(&state);
+    assert_eq!(status["deployed"]["commit"], c4.as_str(), "{status:#}");
+    assert_eq!(status["consecutive_failures"], 0, "{status:#}");
+    state_file(&state);
+}
+
+#[test]
+fn sigkilled_entrypoint_is_a_failure_with_exit_code_137() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (tmp, state) = scratch();
+    let _reaper = Reaper(vec![state.join("ep.pid")]);
+    pass(&origin, &state, &[]).expect_code(0);
+
+    let c2 = origin.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\n\
+             echo $$ > \"$GITOPS_STATE_DIR/ep.pid.tmp\" && mv \"$GITOPS_STATE_DIR/ep.pid.tmp\" \"$GITOPS_STATE_DIR/ep.pid\"\n\
+             exec sleep 1000\n",
+        )],
+        "gets killed",
+    );
+    let mut running = Spawned::start(
+        pass_cmd(&origin.url(), &state, &[]),
+        tmp.path().join("pass.stderr"),
+    );
+    let ep = wait_for_pid(&state.join("ep.pid"));
+    kill(Pid::from_raw(ep), Signal::SIGKILL).expect("SIGKILL the entrypoint");
+    let status = wait_child(&mut running.child, "the pass");
+    assert_eq!(status.code(), Some(5), "pass:\n{}", running.stderr());
+
+    let doc = status_json(&state);
+    assert_eq!(doc["last_attempt"]["commit"], c2.as_str(), "{doc:#}");
+    assert_eq!(doc["last_attempt"]["result"], "failed", "{doc:#}");
+    assert_eq!(doc["last_attempt"]["exit_code"], 137, "{doc:#}");
+    assert_eq!(doc["deployed"]["commit"], c1.as_str(), "{doc:#}");
+    assert_eq!(doc["consecutive_failures"], 1, "{doc:#}");
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    state_file(&state);
+}
+
+// ---------------------------------------------------------------------------
+// 8. Crash leftovers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn temporary_leftovers_are_removed_by_the_next_pass() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (_tmp, state) = scratch();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    let tmp_tree = state.join("trees").join(".tmp-xyz");
+    fs::create_dir_all(tmp_tree.join("sub")).unwrap();
+    fs::write(tmp_tree.join("sub").join("file"), "half-made\n").unwrap();
+    let tmp_file = state.join(".tmp-abc");
+    fs::write(&tmp_file, "half-written state\n").unwrap();
+
+    pass(&origin, &state, &[]).expect_code(0);
+    assert!(!tmp_tree.exists(), "{} should be gone", tmp_tree.display());
+    assert!(!tmp_file.exists(), "{} should be gone", tmp_file.display());
+    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+
+    // Also after a deploy, on an up-to-date pass.
+    fs::create_dir_all(tmp_tree.join("sub")).unwrap();
+    fs::write(&tmp_file, "again\n").unwrap();
+    pass(&origin, &state, &[]).expect_code(0);
+    assert!(!tmp_tree.exists(), "{} should be gone", tmp_tree.display());
+    assert!(!tmp_file.exists(), "{} should be gone", tmp_file.display());
+    let leftovers: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .chain(fs::read_dir(state.join("trees")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 9. keep-trees
+// ---------------------------------------------------------------------------
+
+#[test]
+fn keep_trees_limits_the_checked_out_trees() {
+    let mut origin = Origin::new();
+    let (_tmp, state) = scratch();
+    let mut commits = Vec::new();
+    for n in 1..=4 {
+        commits.push(origin.commit(
+            &[("run.sh", OK_SCRIPT), ("version", &format!("{n}\n"))],
+            &format!("deploy {n}"),
+        ));
+        pass(&origin, &state, &["--keep-trees", "2"]).expect_code(0);
+    }
+    let mut trees: Vec<String> = fs::read_dir(state.join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    trees.sort();
+    assert_eq!(trees.len(), 2, "trees: {trees:?}");
+    let current = current_of(&state).expect("current is set");
+    assert_eq!(current, commits[3]);
+    assert!(
+        trees.contains(&current),
+        "current's tree is kept: {trees:?}"
+    );
+    assert!(
+        trees.contains(&commits[2]),
+        "the previously deployed tree is the other one kept: {trees:?}"
+    );
+    assert!(state.join("current").join("version").is_file());
+}
+
+// ---------------------------------------------------------------------------
+// 10. Bad input
+// ---------------------------------------------------------------------------
+
+#[test]
+fn usage_errors_exit_2_with_one_clear_line() {
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let url = origin.url();
+    let (tmp, state) = scratch();
+
+    let out = run(&mut pass_cmd(&url, &state, &["--bogus-option"]));
+    expect_clean_error(&out, 2, "--bogus-option");
+
+    let out = run(bin().arg("--state-dir").arg(&state));
+    expect_clean_error(&out, 2, "repo");
+
+    let out = run(&mut pass_cmd("ftp://x/y", &state, &[]));
+    expect_clean_error(&out, 2, "ftp");
+
+    let out = run(&mut pass_cmd(&url, &state, &["--timeout", "bogus"]));
+    expect_clean_error(&out, 2, "bogus");
+
+    let config = tmp.path().join("bad.conf");
+    fs::write(&config, format!("GITOPS_REPO={url}\nGITOPS_BRANHC=main\n")).unwrap();
+    let out = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state));
+    expect_clean_error(&out, 2, "GITOPS_BRANHC");
+
+    let missing = tmp.path().join("no-such.conf");
+    let out = run(bin()
+        .arg("--config")
+        .arg(&missing)
+        .arg("--state-dir")
+        .arg(&state));
+    expect_clean_error(&out, 2, "no-such.conf");
+
+    // A directory cannot be read as a file, even by root.
+    let unreadable = tmp.path().join("conf-dir");
+    fs::create_dir(&unreadable).unwrap();
+    let out = run(bin()
+        .arg("--config")
+        .arg(&unreadable)
+        .arg("--state-dir")
+        .arg(&state));
+    expect_clean_error(&out, 2, "conf-dir");
+
+    assert!(
+        !state.join("state.json").exists(),
+        "usage errors must not record a pass"
+    );
+}
+
+#[test]
+fn corrupt_state_file_exits_7_and_is_left_untouched() {
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (_tmp, state) = scratch();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    let bytes = b"{\"format\": 1, \"repo\": \"x\", trailing garbage\n\x00\xff".to_vec();
+    fs::write(state.join("state.json"), &bytes).unwrap();
+
+    let out = pass(&origin, &state, &[]);
+    expect_clean_error(&out, 7, "state");
+    assert_eq!(
+        fs::read(state.join("state.json")).unwrap(),
+        bytes,
+        "state.json must be left byte-for-byte unchanged"
+    );
+    assert!(current_of(&state).is_none());
+}
+
+#[test]
+fn state_of_another_repository_exits_7() {
+    let mut first = Origin::new();
+    first.commit(&[("run.sh", OK_SCRIPT)], "first repo");
+    let mut second = Origin::new();
+    second.commit(&[("run.sh", OK_SCRIPT), ("other", "x\n")], "second repo");
+    let (_tmp, state) = scratch();
+    pass(&first, &state, &[]).expect_code(0);
+    let before = fs::read(state.join("state.json")).unwrap();
+
+    let out = pass(&second, &state, &[]);
+    expect_clean_error(&out, 7, "belongs to");
+    assert_eq!(
+        fs::read(state.join("state.json")).unwrap(),
+        before,
+        "the other repository's state must not be touched"
+    );
+    assert_eq!(current_of(&state).as_deref(), Some(first.head().as_str()));
+}
+
+#[test]
+fn world_writable_state_dir_exits_7() {
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (_tmp, state) = scratch();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = pass(&origin, &state, &[]);
+    expect_clean_error(&out, 7, "writable");
+    assert!(!state.join("state.json").exists());
+    assert!(current_of(&state).is_none());
+}
+
+#[test]
+fn state_dir_owned_by_another_user_exits_7() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: skipping state_dir_owned_by_another_user_exits_7: needs root to chown");
+        return;
+    }
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", OK_SCRIPT)], "good");
+    let (_tmp, state) = scratch();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown to 65534");
+    let out = pass(&origin, &state, &[]);
+    expect_clean_error(&out, 7, "owned by");
+    assert!(!state.join("state.json").exists());
+    assert!(current_of(&state).is_none());
+}
+
+// ---------------------------------------------------------------------------
+// 11. Precedence flag > env > file
+// ---------------------------------------------------------------------------
+
+#[test]
+fn entrypoint_precedence_is_flag_then_env_then_config_file() {
+    let mut origin = Origin::new();
+    let which = |name: &str| format!("#!/bin/sh\necho {name} > \"$GITOPS_STATE_DIR/which\"\n");
+    origin.commit(
+        &[
+            ("a.sh", &which("a")),
+            ("b.sh", &which("b")),
+            ("c.sh", &which("c")),
+        ],
+        "three entrypoints",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("gitops.conf");
+    fs::write(
+        &config,
+        format!(
+            "# test configuration\nGITOPS_REPO={}\nGITOPS_ENTRYPOINT=a.sh\n",
+            origin.url()
+        ),
+    )
+    .unwrap();
+
+    let cases: [(&str, bool, bool, &str); 3] = [
+        ("flag, env and file", true, true, "c"),
+        ("env and file", true, false, "b"),
+        ("file only", false, false, "a"),
+    ];
+    for (n, (case, env, flag, expected)) in cases.into_iter().enumerate() {
+        let state = tmp.path().join(format!("state-{n}"));
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state);
+        if env {
+            cmd.env("GITOPS_ENTRYPOINT", "b.sh");
+        }
+        if flag {
+            cmd.args(["--entrypoint", "c.sh"]);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, Some(0), "{case}:\n{}", out.describe());
+        let ran = fs::read_to_string(state.join("which"))
+            .unwrap_or_else(|err| panic!("{case}: no entrypoint ran ({err}):\n{}", out.describe()));
+        assert_eq!(ran.trim(), expected, "{case}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 12. status text
+// ---------------------------------------------------------------------------
+
+#[test]
+fn status_text_before_and_after_a_deploy() {
+    let mut origin = Origin::new();
+    let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "Deploy the frobnicator");
+    let (tmp, state) = scratch();
+
+    // A state directory that does not exist yet, and an empty one.
+    for dir in [state.clone(), tmp.path().to_path_buf()] {
+        let out = run(bin().args(["status", "--state-dir"]).arg(&dir));
+        out.expect_code(0);
+        assert!(
+            out.stdout.contains("no pass has run"),
+            "fresh state dir {}:\n{}",
+            dir.display(),
+            out.describe()
+        );
+    }
+
+    pass(&origin, &state, &[]).expect_code(0);
+    let out = run(bin().args(["status", "--state-dir"]).arg(&state));
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(short(&c1)) && l.contains("Deploy the frobnicator")),
+        "status should show the deployed commit and its subject:\n{}",
+        out.describe()
+    );
+    assert!(
+        !out.stdout.contains("no pass has run"),
+        "{}",
+        out.describe()
+    );
+
+    let doc = status_json(&state);
+    assert_eq!(doc["schema"], 1, "{doc:#}");
+    assert_eq!(doc["deployed"]["commit"], c1.as_str(), "{doc:#}");
+    assert_eq!(
+        doc["deployed"]["subject"], "Deploy the frobnicator",
+        "{doc:#}"
+    );
+    assert_eq!(doc["current"], c1.as_str(), "{doc:#}");
+    assert_eq!(doc["last_pass"]["outcome"], "applied", "{doc:#}");
+    assert_eq!(doc["last_pass"]["exit_code"], 0, "{doc:#}");
+}
