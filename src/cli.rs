@@ -97,6 +97,27 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_ALLOW_REWRITE")]
     pub allow_rewrite: bool,
 
+    /// Reboot request file in the deployed tree, relative to the repository root
+    #[arg(
+        long,
+        env = "GITOPS_REBOOT_FILE",
+        value_name = "PATH",
+        default_value = "reboot-at"
+    )]
+    pub reboot_file: String,
+
+    /// Command that reboots the host [default: `systemctl reboot` under systemd, else `reboot`]
+    #[arg(long, env = "GITOPS_REBOOT_COMMAND", value_name = "CMD")]
+    pub reboot_command: Option<String>,
+
+    /// How long after the requested time a reboot may still happen (later: missed)
+    #[arg(long, env = "GITOPS_REBOOT_GRACE", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub reboot_grace: Duration,
+
+    /// Spread reboots of a fleet: each host adds a fixed delay in [0, DURATION] from its machine id
+    #[arg(long, env = "GITOPS_REBOOT_SPLAY", value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    pub reboot_splay: Duration,
+
     /// How many checked-out trees to keep, the deployed one included
     #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub keep_trees: u32,
@@ -127,6 +148,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_KNOWN_HOSTS",
     "GITOPS_ALLOW_REWRITE",
     "GITOPS_KEEP_TREES",
+    "GITOPS_REBOOT_FILE",
+    "GITOPS_REBOOT_COMMAND",
+    "GITOPS_REBOOT_GRACE",
+    "GITOPS_REBOOT_SPLAY",
     "GITOPS_VERBOSE",
 ];
 

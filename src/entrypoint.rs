@@ -73,6 +73,37 @@ pub fn resolve(tree: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
+/// Find a data file inside `tree` (the reboot request): `Ok(None)` when it does not
+/// exist, an error when its path or real path leaves the tree.
+pub fn locate(tree: &Path, rel: &str) -> Result<Option<PathBuf>, String> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components().any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(format!(
+            "{rel:?} must be a relative path inside the repository"
+        ));
+    }
+    let root = tree
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the deployed tree {}: {e}", tree.display()))?;
+    let joined = root.join(p);
+    if std::fs::symlink_metadata(&joined).is_err() {
+        return Ok(None);
+    }
+    let real = joined
+        .canonicalize()
+        .map_err(|e| format!("{rel:?} cannot be resolved (dangling symlink?): {e}"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{rel:?} resolves outside the deployed tree (to {})",
+            real.display()
+        ));
+    }
+    Ok(Some(real))
+}
+
 /// How the entrypoint ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -345,21 +376,32 @@ pub fn stop_orphan(pid: i32, start_ticks: Option<u64>, boot: Option<&str>) -> bo
     true
 }
 
-/// Keep the newest `MAX_LOGS` logs (names start with a sortable UTC timestamp).
+/// Keep the newest `MAX_LOGS` logs, oldest by modification time removed first (names,
+/// which start with a UTC timestamp, break ties).
 pub fn prune_logs(dir: &Path, keep: &[PathBuf]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut logs: Vec<PathBuf> = entries
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().map(|e| e == "log").unwrap_or(false))
+        .map(|p| {
+            let t = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, p)
+        })
         .collect();
     logs.sort();
-    let excess = logs.len().saturating_sub(MAX_LOGS);
-    for old in logs.into_iter().take(excess) {
+    let mut excess = logs.len().saturating_sub(MAX_LOGS);
+    for (_, old) in logs {
+        if excess == 0 {
+            break;
+        }
         if !keep.contains(&old) {
             let _ = std::fs::remove_file(old);
+            excess -= 1;
         }
     }
 }
@@ -415,6 +457,25 @@ mod tests {
         assert_eq!(Ended::Signaled(9).code(), Some(137));
         assert_eq!(Ended::TimedOut.code(), None);
         assert!(Ended::Exited(0).success() && !Ended::Exited(1).success());
+    }
+
+    #[test]
+    fn prune_logs_removes_the_oldest_by_time_not_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        // Names sort the opposite way to their ages.
+        let mut paths = Vec::new();
+        for i in 0..(MAX_LOGS + 3) {
+            let p = dir.path().join(format!("{:03}.log", 100 - i));
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(1000 - i as u64))
+                .unwrap();
+            paths.push(p);
+        }
+        prune_logs(dir.path(), &[]);
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(p.exists(), i >= 3, "{}", p.display());
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Exit {
     EntrypointInvalid,
     /// The state directory or state file is unsafe, corrupt or belongs to another repo.
     State,
+    /// The reboot request is invalid, or the reboot command failed.
+    Reboot,
     /// The pass was interrupted by SIGINT or SIGTERM.
     Interrupted,
 }
@@ -38,6 +40,7 @@ impl Exit {
             Exit::EntrypointFailed => 5,
             Exit::EntrypointInvalid => 6,
             Exit::State => 7,
+            Exit::Reboot => 8,
             Exit::Interrupted => 130,
         }
     }
@@ -54,6 +57,7 @@ Exit codes:
   5    entrypoint failed, or the failing commit waits for its next retry
   6    entrypoint missing, not executable, or outside the checked-out tree
   7    state directory or state file unsafe, corrupt or foreign
+  8    reboot request invalid, or the reboot command failed (when all else succeeded)
   130  interrupted by SIGINT or SIGTERM";
 
 /// An error that carries the exit class it should end the process with.
@@ -72,6 +76,7 @@ impl fmt::Display for Classified {
             Exit::EntrypointFailed => "entrypoint failed",
             Exit::EntrypointInvalid => "invalid entrypoint",
             Exit::State => "state error",
+            Exit::Reboot => "reboot error",
             Exit::Interrupted => "interrupted",
         })
     }
@@ -130,6 +135,7 @@ mod tests {
             Exit::EntrypointFailed,
             Exit::EntrypointInvalid,
             Exit::State,
+            Exit::Reboot,
             Exit::Interrupted,
         ];
         let codes: std::collections::BTreeSet<u8> = all.iter().map(|e| e.code()).collect();

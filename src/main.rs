@@ -8,6 +8,7 @@ mod exit;
 mod git;
 mod log;
 mod pass;
+mod reboot;
 mod repo_url;
 mod state;
 mod status;
@@ -73,6 +74,12 @@ fn run() -> Result<Exit> {
         allow_rewrite: p.allow_rewrite,
         keep_trees: p.keep_trees,
         once: p.once,
+        reboot: pass::RebootConfig {
+            file: p.reboot_file,
+            command: p.reboot_command.unwrap_or_else(reboot::default_command),
+            grace: p.reboot_grace,
+            splay: p.reboot_splay,
+        },
     };
     pass::run(&cfg)
 }

@@ -30,6 +30,23 @@ pub struct Config {
     pub keep_trees: u32,
     /// `--once`: retry a failing commit now instead of waiting for its backoff.
     pub once: bool,
+    pub reboot: RebootConfig,
+}
+
+/// Where reboot requests are read from and how a reboot is carried out.
+#[derive(Debug, Clone)]
+pub struct RebootConfig {
+    pub file: String,
+    pub command: String,
+    pub grace: Duration,
+    pub splay: Duration,
+}
+
+/// What the reboot review asks of the end of the pass.
+enum RebootAction {
+    Nothing,
+    Invalid,
+    Reboot { requested: DateTime<Utc> },
 }
 
 /// What a pass did, for the summary line, the state file and the exit code.
@@ -57,7 +74,11 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     settle_interrupted_attempt(&mut st, started_at);
 
     let result = pass(cfg, &mut st, started_at);
-    let (exit, last) = match &result {
+    if let Ok(o) = &result {
+        info!("{} ({:.2}s)", o.summary, started.elapsed().as_secs_f64());
+    }
+    let reboot = review_reboot(cfg, &mut st, Utc::now());
+    let (mut exit, last) = match &result {
         Ok(o) => (
             o.exit,
             LastPass {
@@ -86,15 +107,155 @@ pub fn run(cfg: &Config) -> Result<Exit> {
             )
         }
     };
+    if matches!(reboot, RebootAction::Invalid) && exit == Exit::Ok {
+        exit = Exit::Reboot;
+    }
     let elapsed = started.elapsed();
     st.last_pass = Some(LastPass {
         duration_ms: elapsed.as_millis() as u64,
+        exit_code: exit.code(),
         ..last
     });
     state::save(&cfg.layout.state_file(), &st)?;
-    let outcome = result?;
-    info!("{} ({:.2}s)", outcome.summary, elapsed.as_secs_f64());
+    result?;
+    if let RebootAction::Reboot { requested } = reboot {
+        if let Err(e) = run_reboot_command(&cfg.reboot.command) {
+            info!("reboot command failed: {e:#}; the request stays open and is tried again by the next pass");
+            st.reboot.done.retain(|d| *d != requested);
+            if let Some(r) = st.reboot.request.as_mut() {
+                r.status = "pending".into();
+                r.detail = format!("the reboot command failed: {e:#}");
+            }
+            state::save(&cfg.layout.state_file(), &st)?;
+            return Ok(if exit == Exit::Ok { Exit::Reboot } else { exit });
+        }
+    }
     Ok(exit)
+}
+
+/// Read the reboot request of the deployed tree and decide about it (see `reboot`).
+/// Records the verdict in the state; a reboot due now is recorded as done before it
+/// is carried out, so it can never be carried out twice.
+fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> RebootAction {
+    use crate::reboot::{self, Verdict};
+    use crate::state::RebootRequest;
+
+    let previous = st.reboot.request.take();
+    let Some(deployed) = &st.deployed else {
+        return RebootAction::Nothing;
+    };
+    let tree = cfg.layout.tree(&deployed.commit);
+    let file = &cfg.reboot.file;
+    let invalid = |st: &mut State, msg: String| {
+        info!("invalid reboot request {file}: {msg}; not rebooting");
+        st.reboot.request = Some(RebootRequest {
+            status: "invalid".into(),
+            requested_at: None,
+            effective_at: None,
+            detail: msg,
+        });
+        RebootAction::Invalid
+    };
+    let path = match entrypoint::locate(&tree, file) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            if let Some(p) = previous.filter(|p| p.status == "pending") {
+                let at = p.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+                info!("the reboot request was removed; the reboot pending at {at} is cancelled");
+            }
+            return RebootAction::Nothing;
+        }
+        Err(msg) => return invalid(st, msg),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return invalid(st, format!("cannot read it: {e}")),
+    };
+    let requested = match reboot::parse_request(&text, &chrono::Local) {
+        Ok(t) => t,
+        Err(msg) => return invalid(st, msg),
+    };
+    let boot = match reboot::boot_time() {
+        Ok(b) => b,
+        Err(msg) => return invalid(st, format!("cannot tell the boot time: {msg}")),
+    };
+    let effective = requested + reboot::splay_offset(&reboot::machine_id(), cfg.reboot.splay);
+    let grace = chrono::Duration::from_std(cfg.reboot.grace).unwrap_or(chrono::Duration::MAX);
+    let verdict = reboot::decide(requested, effective, boot, now, grace, &st.reboot.done);
+    let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let detail = match verdict {
+        Verdict::Spent => format!(
+            "the host booted at {}, after the requested {}",
+            when(boot),
+            when(effective)
+        ),
+        Verdict::Pending => format!("the first pass at or after {} reboots", when(effective)),
+        Verdict::RebootNow => format!(
+            "{} is due and the host booted before it, at {}",
+            when(effective),
+            when(boot)
+        ),
+        Verdict::Missed => format!(
+            "not rebooting: {} passed more than the grace of {} ago",
+            when(effective),
+            crate::duration::format(cfg.reboot.grace)
+        ),
+        Verdict::Done => format!("carried out for the request {}", when(requested)),
+    };
+    let was = previous
+        .as_ref()
+        .map(|p| (p.status.clone(), p.effective_at));
+    let changed = was != Some((verdict.as_str().to_string(), Some(effective)));
+    match verdict {
+        Verdict::Pending => {
+            let old = previous
+                .as_ref()
+                .filter(|p| p.status == "pending")
+                .and_then(|p| p.effective_at);
+            if let Some(old) = old.filter(|o| *o != effective) {
+                info!("reboot moved from {} to {}", when(old), when(effective));
+            }
+            info!("reboot pending: {detail}");
+        }
+        Verdict::Missed if changed => {
+            info!(
+                "warning: reboot request {} missed: {detail}",
+                when(requested)
+            )
+        }
+        Verdict::RebootNow => info!("reboot requested for {}: {detail}", when(requested)),
+        _ => debug!(
+            "reboot request {}: {}: {detail}",
+            when(requested),
+            verdict.as_str()
+        ),
+    }
+    st.reboot.request = Some(RebootRequest {
+        status: verdict.as_str().into(),
+        requested_at: Some(requested),
+        effective_at: Some(effective),
+        detail,
+    });
+    if verdict == Verdict::RebootNow {
+        st.reboot.done.insert(0, requested);
+        st.reboot.done.truncate(reboot::MAX_DONE);
+        return RebootAction::Reboot { requested };
+    }
+    RebootAction::Nothing
+}
+
+fn run_reboot_command(command: &str) -> Result<()> {
+    info!("running reboot command: {command}");
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("failed to start {command:?}"))?;
+    if !status.success() {
+        anyhow::bail!("{command:?} exited with {status}");
+    }
+    Ok(())
 }
 
 fn acquire_lock(layout: &Layout) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
@@ -507,7 +668,16 @@ fn apply(
 
 /// Keep the deployed tree, the last failed attempt's tree (for inspection) and
 /// previously deployed ones, `keep_trees` in all.
+/// Pruning is housekeeping: a failure is reported but never changes the outcome of
+/// a pass whose real work is done.
 fn prune_trees(cfg: &Config, st: &State) -> Result<()> {
+    if let Err(e) = prune_trees_inner(cfg, st) {
+        info!("warning: could not prune old trees: {e:#}");
+    }
+    Ok(())
+}
+
+fn prune_trees_inner(cfg: &Config, st: &State) -> Result<()> {
     let mut order: Vec<String> = Vec::new();
     order.extend(st.deployed.iter().map(|d| d.commit.clone()));
     if let Some(a) = &st.attempt {
@@ -529,7 +699,7 @@ fn prune_trees(cfg: &Config, st: &State) -> Result<()> {
 fn new_log_path(layout: &Layout, commit: &str, now: DateTime<Utc>) -> Result<PathBuf> {
     let dir = layout.logs();
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let stamp = now.format("%Y%m%dT%H%M%SZ");
+    let stamp = now.format("%Y%m%dT%H%M%S%.3fZ");
     for n in 0..1000 {
         let suffix = if n == 0 {
             String::new()

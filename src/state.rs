@@ -184,6 +184,27 @@ pub struct State {
     pub attempt: Option<Attempt>,
     pub failing: Option<Failing>,
     pub last_pass: Option<LastPass>,
+    #[serde(default)]
+    pub reboot: RebootState,
+}
+
+/// Reboot requests: the one seen by the last pass, and those carried out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootState {
+    pub request: Option<RebootRequest>,
+    /// Requested times of reboots carried out, newest first: never carried out twice.
+    #[serde(default)]
+    pub done: Vec<DateTime<Utc>>,
+}
+
+/// The request found in the deployed tree and what was made of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootRequest {
+    /// `pending`, `rebooting`, `done`, `spent`, `missed` or `invalid`.
+    pub status: String,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub detail: String,
 }
 
 impl State {
@@ -197,6 +218,7 @@ impl State {
             attempt: None,
             failing: None,
             last_pass: None,
+            reboot: RebootState::default(),
         }
     }
 

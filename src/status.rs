@@ -27,6 +27,10 @@ pub struct StatusDoc {
     pub consecutive_failures: u32,
     pub next_retry_at: Option<DateTime<Utc>>,
     pub last_log: Option<PathBuf>,
+    /// The reboot request in the deployed tree as the last pass saw it.
+    pub reboot: Option<crate::state::RebootRequest>,
+    /// Requested times of reboots carried out, newest first.
+    pub reboots_done: Vec<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +77,8 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         consecutive_failures: 0,
         next_retry_at: None,
         last_log: None,
+        reboot: None,
+        reboots_done: Vec::new(),
     };
     let Some(st) = st else { return doc };
     doc.repo = Some(st.repo.clone());
@@ -105,6 +111,8 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
             error: p.error.clone(),
         });
     }
+    doc.reboot = st.reboot.request.clone();
+    doc.reboots_done = st.reboot.done.clone();
     if let Some(f) = &st.failing {
         doc.consecutive_failures = f.consecutive;
         doc.next_retry_at = Some(f.next_retry_at);
@@ -178,6 +186,16 @@ pub fn render_text(doc: &StatusDoc) -> String {
             "failures:      {} in a row; next retry at {}",
             doc.consecutive_failures,
             doc.next_retry_at.map(|t| when(&t)).unwrap_or_default()
+        ));
+    }
+    if let Some(r) = &doc.reboot {
+        out.push(format!(
+            "reboot:        {}{}: {}",
+            r.status,
+            r.requested_at
+                .map(|t| format!(" (requested {})", when(&t)))
+                .unwrap_or_default(),
+            r.detail
         ));
     }
     if let Some(l) = &doc.last_log {

@@ -1,0 +1,332 @@
+//! Reboot requests end to end: the binary, a real git repository, the machine's
+//! real boot time, and a fake reboot command that records its calls.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{bin, Origin};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const OK_RUN: &str = "#!/bin/sh\nexit 0\n";
+
+struct Host {
+    origin: Origin,
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    reboots: PathBuf,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        Host {
+            origin: Origin::new(),
+            state: dir.path().join("state"),
+            reboots: dir.path().join("reboots"),
+            _dir: dir,
+        }
+    }
+
+    fn pass_with(&self, extra: &[&str], tz: &str) -> std::process::Output {
+        bin()
+            .args(["--repo", &self.origin.url(), "--state-dir"])
+            .arg(&self.state)
+            .arg("--reboot-command")
+            .arg(format!("echo reboot >> '{}'", self.reboots.display()))
+            .args(extra)
+            .env("TZ", tz)
+            .output()
+            .unwrap()
+    }
+
+    fn pass(&self) -> std::process::Output {
+        self.pass_with(&[], "UTC")
+    }
+
+    fn reboot_count(&self) -> usize {
+        std::fs::read_to_string(&self.reboots)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn status(&self) -> Value {
+        let out = bin()
+            .args(["status", "--json", "--state-dir"])
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn boot_time() -> DateTime<Utc> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let secs: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    DateTime::from_timestamp(secs, 0).unwrap()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn time_of(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// A time after boot and before now, so the request is due.
+fn due_time() -> DateTime<Utc> {
+    let now = Utc::now();
+    std::cmp::max(
+        boot_time() + Duration::seconds(1),
+        now - Duration::seconds(60),
+    )
+}
+
+#[test]
+fn due_request_after_boot_reboots_exactly_once_over_several_passes() {
+    let mut h = Host::new();
+    h.origin.commit(
+        &[
+            ("run.sh", OK_RUN),
+            ("reboot-at", &format!("{}\n", rfc3339(due_time()))),
+        ],
+        "reboot for the kernel",
+    );
+    for _ in 0..4 {
+        let out = h.pass();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(h.reboot_count(), 1);
+    let st = h.status();
+    assert_eq!(st["reboot"]["status"], "done");
+    assert_eq!(st["reboots_done"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn request_before_boot_never_reboots() {
+    let mut h = Host::new();
+    let before = boot_time() - Duration::minutes(30);
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(before))],
+        "old request",
+    );
+    for _ in 0..2 {
+        assert!(h.pass().status.success());
+    }
+    assert_eq!(h.reboot_count(), 0);
+    assert_eq!(h.status()["reboot"]["status"], "spent");
+}
+
+#[test]
+fn future_request_is_pending_and_reboots_nothing_now() {
+    let mut h = Host::new();
+    let later = Utc::now() + Duration::hours(2);
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(later))],
+        "reboot tonight",
+    );
+    let out = h.pass();
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("reboot pending"), "{}", stderr(&out));
+    assert_eq!(h.reboot_count(), 0);
+    let st = h.status();
+    assert_eq!(st["reboot"]["status"], "pending");
+    assert_eq!(
+        time_of(&st["reboot"]["effective_at"]).timestamp(),
+        later.timestamp()
+    );
+}
+
+#[test]
+fn malformed_request_reboots_nothing_and_exits_8_but_still_deploys() {
+    let mut h = Host::new();
+    let head = h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", "next tuesday\n")],
+        "oops",
+    );
+    let out = h.pass();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid reboot request"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.reboot_count(), 0);
+    let st = h.status();
+    assert_eq!(st["reboot"]["status"], "invalid");
+    assert_eq!(st["deployed"]["commit"], head.as_str());
+}
+
+#[test]
+fn request_past_its_grace_is_missed_not_carried_out() {
+    let mut h = Host::new();
+    let (b, now) = (boot_time(), Utc::now());
+    let t = b + (now - b) / 2;
+    h.origin
+        .commit(&[("run.sh", OK_RUN), ("reboot-at", &rfc3339(t))], "late");
+    let out = h.pass_with(&["--reboot-grace", "0s"], "UTC");
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("missed"), "{}", stderr(&out));
+    assert_eq!(h.reboot_count(), 0);
+    assert_eq!(h.status()["reboot"]["status"], "missed");
+}
+
+#[test]
+fn request_in_a_commit_whose_entrypoint_fails_reboots_nothing() {
+    let mut h = Host::new();
+    h.origin.commit(&[("run.sh", OK_RUN)], "base");
+    assert!(h.pass().status.success());
+    h.origin.commit(
+        &[
+            ("run.sh", "#!/bin/sh\nexit 1\n"),
+            ("reboot-at", &rfc3339(due_time())),
+        ],
+        "broken, with a reboot",
+    );
+    let out = h.pass();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(h.reboot_count(), 0);
+    assert!(h.status()["reboot"].is_null());
+}
+
+#[test]
+fn pending_request_moved_then_removed_is_moved_then_cancelled() {
+    let mut h = Host::new();
+    let first = Utc::now() + Duration::hours(2);
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(first))],
+        "plan",
+    );
+    assert!(h.pass().status.success());
+
+    let second = first + Duration::hours(1);
+    h.origin.commit(&[("reboot-at", &rfc3339(second))], "move");
+    let out = h.pass();
+    assert!(stderr(&out).contains("reboot moved"), "{}", stderr(&out));
+    assert_eq!(
+        time_of(&h.status()["reboot"]["effective_at"]).timestamp(),
+        second.timestamp()
+    );
+
+    h.origin.remove(&["reboot-at"], "cancel");
+    let out = h.pass();
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert!(h.status()["reboot"].is_null());
+    assert_eq!(h.reboot_count(), 0);
+}
+
+#[test]
+fn splay_adds_a_fixed_delay_per_host_within_the_window() {
+    let mut h = Host::new();
+    let at = Utc::now() + Duration::hours(3);
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(at))],
+        "fleet reboot",
+    );
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        assert!(h
+            .pass_with(&["--reboot-splay", "1h"], "UTC")
+            .status
+            .success());
+        let st = h.status();
+        let d = time_of(&st["reboot"]["effective_at"]) - time_of(&st["reboot"]["requested_at"]);
+        delays.push(d.num_seconds());
+    }
+    assert!((0..=3600).contains(&delays[0]), "{delays:?}");
+    assert_eq!(delays[0], delays[1], "the same host gets the same delay");
+}
+
+fn local(tz: &str, t: DateTime<Utc>) -> String {
+    let out = std::process::Command::new("date")
+        .env("TZ", tz)
+        .args(["-d", &format!("@{}", t.timestamp()), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn requested_at_for(request: &str, tz: &str) -> Value {
+    let mut h = Host::new();
+    h.origin
+        .commit(&[("run.sh", OK_RUN), ("reboot-at", request)], "local time");
+    let _ = h.pass_with(&[], tz);
+    assert_eq!(h.reboot_count(), 0);
+    h.status()["reboot"].clone()
+}
+
+#[test]
+fn local_time_form_honours_the_time_zone() {
+    if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+        eprintln!("skipped: tzdata is not installed");
+        return;
+    }
+    let at = Utc::now() + Duration::hours(5);
+    for tz in ["Europe/Berlin", "America/New_York", "Asia/Kolkata"] {
+        let r = requested_at_for(&local(tz, at), tz);
+        assert_eq!(r["status"], "pending", "{tz}: {r}");
+        assert_eq!(
+            time_of(&r["requested_at"]).timestamp(),
+            at.timestamp(),
+            "{tz}"
+        );
+    }
+}
+
+#[test]
+fn local_time_form_honours_daylight_saving() {
+    if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+        eprintln!("skipped: tzdata is not installed");
+        return;
+    }
+    // Summer time (UTC+2) and winter time (UTC+1) in the same zone.
+    let r = requested_at_for("2026-07-01 12:00:00", "Europe/Berlin");
+    assert_eq!(r["requested_at"], "2026-07-01T10:00:00Z");
+    let r = requested_at_for("2026-12-01 12:00:00", "Europe/Berlin");
+    assert_eq!(r["requested_at"], "2026-12-01T11:00:00Z");
+    // Clocks went back at 03:00 on 2026-10-25: 02:30 happened twice; the first counts.
+    let r = requested_at_for("2026-10-25 02:30:00", "Europe/Berlin");
+    assert_eq!(r["requested_at"], "2026-10-25T00:30:00Z");
+    // Clocks went forward at 02:00 on 2026-03-29: 02:30 never happened.
+    let r = requested_at_for("2026-03-29 02:30:00", "Europe/Berlin");
+    assert_eq!(r["status"], "invalid");
+    assert!(
+        r["detail"].as_str().unwrap().contains("does not exist"),
+        "{r}"
+    );
+}
+
+#[test]
+fn failing_reboot_command_leaves_the_request_open_and_exits_8() {
+    let mut h = Host::new();
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(due_time()))],
+        "reboot",
+    );
+    let out = bin()
+        .args(["--repo", &h.origin.url(), "--state-dir"])
+        .arg(&h.state)
+        .args(["--reboot-command", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let st = h.status();
+    assert_eq!(st["reboot"]["status"], "pending");
+    assert_eq!(st["reboots_done"].as_array().unwrap().len(), 0);
+    // With a working command the next pass carries it out, once.
+    assert!(h.pass().status.success());
+    assert!(h.pass().status.success());
+    assert_eq!(h.reboot_count(), 1);
+}
