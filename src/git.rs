@@ -168,7 +168,19 @@ impl Cache {
         branch: &str,
         depth: Option<gix::remote::fetch::Shallow>,
     ) -> Result<Fetched> {
-        let what = || format!("failed to fetch branch {branch:?} from {}", url.redacted);
+        let over_ssh =
+            url.raw.starts_with("ssh://") || !url.raw.contains("://") && !url.raw.starts_with('/');
+        let hint = if over_ssh {
+            " (ssh's own message, if any, is printed above)"
+        } else {
+            ""
+        };
+        let what = || {
+            format!(
+                "failed to fetch branch {branch:?} from {}{hint}",
+                url.redacted
+            )
+        };
         let spec = format!("+refs/heads/{branch}:{}", Self::tracking_ref(branch));
         let remote = self
             .repo

@@ -57,6 +57,15 @@ impl RepoUrl {
             };
             abs.to_string_lossy().into_owned()
         };
+        if raw.starts_with("http://") && userinfo(&raw).is_some() {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "refusing to send the credentials in {} in clear text over http://; use https:// or ssh",
+                    redact(&raw)
+                ),
+            ));
+        }
         gix::url::parse(gix::bstr::BStr::new(raw.as_str())).map_err(|e| {
             fail(
                 Exit::Usage,
@@ -194,6 +203,19 @@ mod tests {
             RepoUrl::parse(ok, cwd).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
         }
         assert_eq!(RepoUrl::parse("repos/r", cwd).unwrap().raw, "/srv/repos/r");
+    }
+
+    #[test]
+    fn parse_refuses_credentials_over_plain_http() {
+        let err =
+            RepoUrl::parse("http://u:secretpw@example.com/r.git", Path::new("/")).unwrap_err();
+        assert_eq!(crate::exit::class_of(&err), Exit::Usage);
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("clear text") && !text.contains("secretpw"),
+            "{text}"
+        );
+        assert!(RepoUrl::parse("https://u:secretpw@example.com/r.git", Path::new("/")).is_ok());
     }
 
     #[test]
