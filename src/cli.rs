@@ -118,6 +118,41 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_REBOOT_SPLAY", value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub reboot_splay: Duration,
 
+    /// Webhook to notify (a secret: prefer --webhook-url-file)
+    #[arg(
+        long,
+        env = "GITOPS_WEBHOOK_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub webhook_url: Option<String>,
+
+    /// File holding the webhook URL [fallback: systemd credential `webhook-url`]
+    #[arg(long, env = "GITOPS_WEBHOOK_URL_FILE", value_name = "FILE")]
+    pub webhook_url_file: Option<PathBuf>,
+
+    /// Message format of the webhook
+    #[arg(
+        long,
+        env = "GITOPS_WEBHOOK_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "discord"
+    )]
+    pub webhook_format: crate::notify::Format,
+
+    /// File holding a secret; every request then carries an HMAC-SHA256 signature of its body
+    #[arg(long, env = "GITOPS_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// Time limit for one webhook request
+    #[arg(long, env = "GITOPS_WEBHOOK_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How often a failure that persists is reported again
+    #[arg(long, env = "GITOPS_WEBHOOK_REMINDER", value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+    pub webhook_reminder: Duration,
+
     /// How many checked-out trees to keep, the deployed one included
     #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub keep_trees: u32,
@@ -152,6 +187,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_REBOOT_COMMAND",
     "GITOPS_REBOOT_GRACE",
     "GITOPS_REBOOT_SPLAY",
+    "GITOPS_WEBHOOK_URL",
+    "GITOPS_WEBHOOK_URL_FILE",
+    "GITOPS_WEBHOOK_FORMAT",
+    "GITOPS_WEBHOOK_SECRET_FILE",
+    "GITOPS_WEBHOOK_TIMEOUT",
+    "GITOPS_WEBHOOK_REMINDER",
     "GITOPS_VERBOSE",
 ];
 

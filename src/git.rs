@@ -72,7 +72,34 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         next = err.source();
     }
-    parts.join(": ")
+    one_line(&parts.join(": "))
+}
+
+/// Fold multi-line messages (gix prints credential contexts over several lines).
+pub fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Where distributions keep their CA bundle: `SSL_CERT_FILE` first (the OpenSSL
+/// convention), then Debian/Ubuntu/Alpine, Fedora/RHEL, openSUSE, and others.
+pub const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+pub fn system_ca_bundle() -> Option<PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(CA_BUNDLES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
 }
 
 /// Remove `*.lock` files that a killed fetch left in the cache (ref, packed-refs,
@@ -133,17 +160,32 @@ impl Cache {
                 )
             })?;
         }
-        let overrides = [
+        let mut overrides = vec![
             format!("core.sshCommand={}", ssh.command()),
             "ssh.variant=ssh".to_string(),
             "gitoxide.credentials.terminalPrompt=false".to_string(),
             // Objects only ever arrive through our fetches; no background gc in the pass.
             "gc.auto=0".to_string(),
         ];
-        let opts = gix::open::Options::default().config_overrides(overrides);
-        let repo = gix::open_opts(path, opts)
-            .map_err(gix_err)
-            .with_context(|| format!("failed to open cache repository {}", path.display()))?;
+        let open = |overrides: &[String]| {
+            let opts = gix::open::Options::default()
+                .config_overrides(overrides.iter().map(String::as_str));
+            gix::open_opts(path, opts)
+                .map_err(gix_err)
+                .with_context(|| format!("failed to open cache repository {}", path.display()))
+        };
+        let mut repo = open(&overrides)?;
+        // curl's rustls backend has no default trust store and gix only names one when
+        // configured: without this, https would fail everywhere. Users' settings win.
+        let configured = std::env::var_os("GIT_SSL_CAINFO").is_some()
+            || repo.config_snapshot().string("http.sslCAInfo").is_some();
+        if !configured {
+            if let Some(bundle) = system_ca_bundle() {
+                debug!("trusting the system CA bundle {}", bundle.display());
+                overrides.push(format!("http.sslCAInfo={}", bundle.display()));
+                repo = open(&overrides)?;
+            }
+        }
         Ok(Cache { repo })
     }
 
@@ -253,6 +295,44 @@ impl Cache {
                 None
             }
         }
+    }
+
+    /// Commits reachable from `to` but not from `from`, newest first: at most `max`
+    /// of them with their subjects, and how many more there are (counted up to a bound).
+    /// A history too shallow to walk yields just `to`.
+    pub fn commits_between(
+        &self,
+        from: Option<ObjectId>,
+        to: ObjectId,
+        max: usize,
+    ) -> (Vec<crate::notify::CommitLine>, usize) {
+        const COUNT_LIMIT: usize = 10_000;
+        let line = |id: ObjectId| crate::notify::CommitLine {
+            id: id.to_string(),
+            subject: self.commit_info(id).map(|i| i.subject).unwrap_or_default(),
+        };
+        let walk = self
+            .repo
+            .rev_walk([to])
+            .with_hidden(from.filter(|f| self.has_commit(f)))
+            .all();
+        let Ok(walk) = walk else {
+            return (vec![line(to)], 0);
+        };
+        let mut lines = Vec::new();
+        let mut more = 0;
+        for info in walk.take(COUNT_LIMIT) {
+            let Ok(info) = info else { break };
+            if lines.len() < max {
+                lines.push(line(info.id));
+            } else {
+                more += 1;
+            }
+        }
+        if lines.is_empty() {
+            lines.push(line(to));
+        }
+        (lines, more)
     }
 
     pub fn commit_info(&self, id: ObjectId) -> Result<CommitInfo> {

@@ -7,9 +7,11 @@ mod entrypoint;
 mod exit;
 mod git;
 mod log;
+mod notify;
 mod pass;
 mod reboot;
 mod repo_url;
+mod report;
 mod state;
 mod status;
 mod trees;
@@ -23,7 +25,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
-            eprintln!("gitops-run: error: {}", log::scrub(&format!("{err:#}")));
+            let text = git::one_line(&format!("{err:#}"));
+            eprintln!("gitops-run: error: {}", log::scrub(&text));
             ExitCode::from(exit::class_of(&err).code())
         }
     }
@@ -50,7 +53,22 @@ fn run() -> Result<Exit> {
         return Err(fail(Exit::Usage, "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it"));
     };
     let repo = repo_url::RepoUrl::parse(repo, &cwd)?;
-    log::set_secrets(repo.secrets.clone());
+    let webhook = notify::resolve(
+        p.webhook_url.clone(),
+        p.webhook_url_file.as_deref(),
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .as_deref()
+            .map(std::path::Path::new),
+        p.webhook_secret_file.as_deref(),
+        p.webhook_format,
+        p.webhook_timeout,
+        p.webhook_reminder,
+    );
+    let mut secrets = repo.secrets.clone();
+    if let Some(w) = &webhook {
+        secrets.extend(notify::secrets_of(&w.url));
+    }
+    log::set_secrets(secrets);
     if p.branch.trim().is_empty()
         || gix::validate::reference::name_partial(p.branch.as_str().into()).is_err()
     {
@@ -80,6 +98,7 @@ fn run() -> Result<Exit> {
             grace: p.reboot_grace,
             splay: p.reboot_splay,
         },
+        notify: webhook,
     };
     pass::run(&cfg)
 }

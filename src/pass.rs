@@ -13,6 +13,7 @@ use crate::entrypoint::{self, Ended};
 use crate::exit::{fail, Classify, Exit};
 use crate::git::{Cache, ObjectId, SshOptions, INITIAL_DEPTH};
 use crate::log::{debug, info};
+use crate::notify::{Kind, Signal};
 use crate::repo_url::RepoUrl;
 use crate::state::{self, Attempt, AttemptResult, Deployed, LastPass, Layout, State};
 use crate::trees;
@@ -31,6 +32,8 @@ pub struct Config {
     /// `--once`: retry a failing commit now instead of waiting for its backoff.
     pub once: bool,
     pub reboot: RebootConfig,
+    /// Where to send notifications; `None` when no webhook is configured.
+    pub notify: Option<crate::notify::Target>,
 }
 
 /// Where reboot requests are read from and how a reboot is carried out.
@@ -50,12 +53,15 @@ enum RebootAction {
 }
 
 /// What a pass did, for the summary line, the state file and the exit code.
-struct Outcome {
-    exit: Exit,
-    label: &'static str,
-    summary: String,
-    remote: Option<ObjectId>,
-    class: Option<Classification>,
+pub struct Outcome {
+    pub exit: Exit,
+    pub label: &'static str,
+    pub summary: String,
+    pub remote: Option<ObjectId>,
+    pub class: Option<Classification>,
+    /// New commits of an apply (newest first, bounded) and how many more there were.
+    pub commits: Vec<crate::notify::CommitLine>,
+    pub commits_omitted: usize,
 }
 
 pub fn run(cfg: &Config) -> Result<Exit> {
@@ -73,11 +79,12 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     trees::clean_leftovers(&cfg.layout)?;
     settle_interrupted_attempt(&mut st, started_at);
 
+    let previous = st.deployed.as_ref().map(|d| d.commit.clone());
     let result = pass(cfg, &mut st, started_at);
     if let Ok(o) = &result {
         info!("{} ({:.2}s)", o.summary, started.elapsed().as_secs_f64());
     }
-    let reboot = review_reboot(cfg, &mut st, Utc::now());
+    let (reboot, reboot_signal) = review_reboot(cfg, &mut st, Utc::now());
     let (mut exit, last) = match &result {
         Ok(o) => (
             o.exit,
@@ -102,7 +109,7 @@ pub fn run(cfg: &Config) -> Result<Exit> {
                     classification: None,
                     outcome: "error".to_string(),
                     exit_code: exit.code(),
-                    error: Some(crate::log::scrub(&format!("{e:#}"))),
+                    error: Some(crate::log::scrub(&crate::git::one_line(&format!("{e:#}")))),
                 },
             )
         }
@@ -116,6 +123,17 @@ pub fn run(cfg: &Config) -> Result<Exit> {
         exit_code: exit.code(),
         ..last
     });
+    if let Some(target) = &cfg.notify {
+        let facts = crate::report::Facts {
+            cfg,
+            previous: previous.as_deref(),
+            result: &result,
+            exit,
+            elapsed,
+            now: Utc::now(),
+        };
+        crate::report::notify(target, &facts, &mut st, reboot_signal);
+    }
     state::save(&cfg.layout.state_file(), &st)?;
     result?;
     if let RebootAction::Reboot { requested } = reboot {
@@ -136,13 +154,13 @@ pub fn run(cfg: &Config) -> Result<Exit> {
 /// Read the reboot request of the deployed tree and decide about it (see `reboot`).
 /// Records the verdict in the state; a reboot due now is recorded as done before it
 /// is carried out, so it can never be carried out twice.
-fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> RebootAction {
+fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> (RebootAction, Signal) {
     use crate::reboot::{self, Verdict};
     use crate::state::RebootRequest;
 
     let previous = st.reboot.request.take();
     let Some(deployed) = &st.deployed else {
-        return RebootAction::Nothing;
+        return (RebootAction::Nothing, Signal::Quiet);
     };
     let tree = cfg.layout.tree(&deployed.commit);
     let file = &cfg.reboot.file;
@@ -152,9 +170,12 @@ fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> RebootActi
             status: "invalid".into(),
             requested_at: None,
             effective_at: None,
-            detail: msg,
+            detail: msg.clone(),
         });
-        RebootAction::Invalid
+        (
+            RebootAction::Invalid,
+            Signal::Bad(Kind::RebootInvalid, format!("reboot-invalid:{msg}")),
+        )
     };
     let path = match entrypoint::locate(&tree, file) {
         Ok(Some(p)) => p,
@@ -163,7 +184,7 @@ fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> RebootActi
                 let at = p.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default();
                 info!("the reboot request was removed; the reboot pending at {at} is cancelled");
             }
-            return RebootAction::Nothing;
+            return (RebootAction::Nothing, Signal::Quiet);
         }
         Err(msg) => return invalid(st, msg),
     };
@@ -239,9 +260,17 @@ fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> RebootActi
     if verdict == Verdict::RebootNow {
         st.reboot.done.insert(0, requested);
         st.reboot.done.truncate(reboot::MAX_DONE);
-        return RebootAction::Reboot { requested };
+        return (
+            RebootAction::Reboot { requested },
+            Signal::Good(Kind::Rebooting),
+        );
     }
-    RebootAction::Nothing
+    let signal = match verdict {
+        Verdict::Pending if changed => Signal::Good(Kind::RebootScheduled),
+        Verdict::Missed if changed => Signal::Good(Kind::RebootMissed),
+        _ => Signal::Quiet,
+    };
+    (RebootAction::Nothing, signal)
 }
 
 fn run_reboot_command(command: &str) -> Result<()> {
@@ -364,6 +393,8 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
         summary,
         remote: Some(remote),
         class: Some(class),
+        commits: Vec::new(),
+        commits_omitted: 0,
     };
     match decide::plan(
         class,
@@ -430,8 +461,15 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
                 format!("{what}. Nothing was changed. Push a commit on top of {} or, to deploy {} anyway, run with --allow-rewrite", short(&d), short(&remote_hex)),
             ))
         }
-        Plan::Apply(reason) => apply(cfg, st, &cache, remote, reason, now)
-            .map(|(exit, label, summary)| outcome(exit, label, summary)),
+        Plan::Apply(reason) => {
+            let (commits, commits_omitted) =
+                cache.commits_between(deployed, remote, crate::notify::MAX_SUBJECTS);
+            apply(cfg, st, &cache, remote, reason, now).map(|(exit, label, summary)| Outcome {
+                commits,
+                commits_omitted,
+                ..outcome(exit, label, summary)
+            })
+        }
     }
 }
 

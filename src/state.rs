@@ -186,6 +186,8 @@ pub struct State {
     pub last_pass: Option<LastPass>,
     #[serde(default)]
     pub reboot: RebootState,
+    #[serde(default)]
+    pub notify: crate::notify::NotifyState,
 }
 
 /// Reboot requests: the one seen by the last pass, and those carried out.
@@ -219,6 +221,7 @@ impl State {
             failing: None,
             last_pass: None,
             reboot: RebootState::default(),
+            notify: Default::default(),
         }
     }
 

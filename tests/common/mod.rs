@@ -10,14 +10,20 @@
 //!   the user's and the system's configuration, with a fixed identity.
 //! * [`Origin`]: an upstream repository with deterministic commits.
 //! * [`HttpGitServer`]: `git http-backend` served over HTTP on 127.0.0.1.
+//! * [`HttpsGitServer`]: nginx terminating TLS in front of fcgiwrap and
+//!   `git http-backend` on 127.0.0.1, with an optional basic auth.
 //! * [`SshGitServer`]: a throw-away OpenSSH `sshd` on 127.0.0.1 that only
 //!   lets a generated deploy key run `git-shell`.
+//! * [`Receiver`]: a scripted HTTP/1.1 webhook receiver on 127.0.0.1 that
+//!   records requests and checks `multipart/form-data` strictly.
 //! * [`bin`]: the `gitops-run` binary under test, with a clean environment.
 
 #![allow(dead_code)]
 
 pub(crate) mod http;
+pub mod https;
 mod origin;
+pub mod receiver;
 mod ssh;
 
 use std::ffi::OsStr;
@@ -29,6 +35,10 @@ use std::sync::OnceLock;
 use tempfile::TempDir;
 
 // Like `dead_code` above: a test binary may use none of these.
+#[allow(unused_imports)]
+pub use self::https::HttpsGitServer;
+#[allow(unused_imports)]
+pub use self::receiver::{Part, Receiver, Recorded, Reply};
 #[allow(unused_imports)]
 pub use self::{http::HttpGitServer, origin::Origin, ssh::SshGitServer};
 

@@ -1,0 +1,554 @@
+//! Integration tests for fetching over HTTPS: a real nginx terminating TLS
+//! with a throw-away CA, in front of fcgiwrap and `git http-backend`
+//! ([`common::HttpsGitServer`]), with and without HTTP basic auth.
+//!
+//! They check that the CA given by `GIT_SSL_CAINFO` is trusted and nothing
+//! else is, that credentials in the URL are used but never printed, stored
+//! or handed to the entrypoint, and that refused credentials fail the pass
+//! instead of waiting for a prompt.
+
+mod common;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{bin, HttpsGitServer, Origin};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// After this long a `gitops-run` invocation is killed. Only a safety net
+/// against a hang (a password prompt, a stuck connection); never an
+/// assertion of speed.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// The entrypoint every test commits: records the `GITOPS_REPO` it was given
+/// and appends the deployed commit to `runs`.
+const ENTRYPOINT: &str = "#!/bin/sh\n\
+echo \"$GITOPS_REPO\" > \"$GITOPS_STATE_DIR/repo-seen\"\n\
+echo \"$GITOPS_COMMIT\" >> \"$GITOPS_STATE_DIR/runs\"\n";
+
+const USER: &str = "deployer";
+const PASSWORD: &str = "Sup3rS3cretPassw0rd";
+const WRONG_PASSWORD: &str = "Wr0ngPassw0rdGuess";
+
+/// Variables that make curl (or gix) trust some CA or skip verification;
+/// removed from every run so that only what a test sets counts.
+const TLS_VARS: &[&str] = &[
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "GIT_SSL_NO_VERIFY",
+    "GIT_SSL_CERT",
+    "GIT_SSL_KEY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+];
+
+/// How one invocation of the binary ended.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exit code {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Run {
+    fn assert_code(&self, code: i32) {
+        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
+    }
+
+    /// Asserts exactly one `gitops-run: error:` line and no panic; returns
+    /// that line.
+    fn one_error_line(&self) -> String {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|line| line.starts_with("gitops-run: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "want one error line:\n{self}");
+        for bad in ["panicked", "stack backtrace"] {
+            assert!(!self.stderr.contains(bad), "{bad:?} in stderr:\n{self}");
+        }
+        errors[0].to_owned()
+    }
+
+    /// Asserts that none of `secrets` occurs in stdout or stderr.
+    fn assert_no_secret(&self, secrets: &[&str]) {
+        for secret in secrets {
+            assert!(!self.stdout.contains(secret), "{secret} in stdout:\n{self}");
+            assert!(!self.stderr.contains(secret), "{secret} in stderr:\n{self}");
+        }
+    }
+}
+
+/// Runs `gitops-run ARGS` with stdin closed, trusting the CA `ca` (through
+/// `GIT_SSL_CAINFO`) if given and no other TLS settings from the
+/// environment. A watchdog thread kills the process after [`WATCHDOG`];
+/// the test then fails.
+fn gitops(args: &[&str], ca: Option<&Path>) -> Run {
+    let mut cmd: Command = bin();
+    for var in TLS_VARS {
+        cmd.env_remove(var);
+    }
+    if let Some(ca) = ca {
+        cmd.env("GIT_SSL_CAINFO", ca);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start gitops-run");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+
+    // The child is only ever waited for or killed under the lock, so the
+    // watchdog can never signal a reaped (and possibly reused) pid.
+    let child: Arc<Mutex<Child>> = Arc::new(Mutex::new(child));
+    let killed = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = {
+        let child = Arc::clone(&child);
+        let killed = Arc::clone(&killed);
+        thread::spawn(move || {
+            if done_rx.recv_timeout(WATCHDOG).is_err() {
+                let mut child = child.lock().expect("child lock");
+                if let Ok(None) = child.try_wait() {
+                    killed.store(true, Ordering::SeqCst);
+                    let _ = child.kill();
+                }
+            }
+        })
+    };
+    let status = loop {
+        if let Some(status) = child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .expect("wait for gitops-run")
+        {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let _ = done_tx.send(());
+    watchdog.join().expect("watchdog thread");
+    let run = Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
+    };
+    assert!(
+        !killed.load(Ordering::SeqCst),
+        "gitops-run {args:?} did not finish within {WATCHDOG:?} (waiting for a prompt?); \
+         killed it:\n{run}"
+    );
+    run
+}
+
+/// A state directory inside a temporary directory (the state directory
+/// itself does not exist yet).
+struct StateDir {
+    _tmp: TempDir,
+    path: PathBuf,
+}
+
+impl StateDir {
+    fn new() -> StateDir {
+        let tmp = tempfile::Builder::new()
+            .prefix("gitops-run-state-")
+            .tempdir()
+            .expect("create temporary directory");
+        let path = tmp.path().join("state");
+        StateDir { _tmp: tmp, path }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("UTF-8 state dir")
+    }
+
+    /// One pass: `gitops-run --repo REPO --state-dir DIR EXTRA...`.
+    fn pass(&self, repo: &str, ca: Option<&Path>, extra: &[&str]) -> Run {
+        let mut args = vec!["--repo", repo, "--state-dir", self.arg()];
+        args.extend_from_slice(extra);
+        gitops(&args, ca)
+    }
+
+    /// `gitops-run status --json`, parsed.
+    fn status_json(&self) -> Value {
+        let run = gitops(&["status", "--json", "--state-dir", self.arg()], None);
+        run.assert_code(0);
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|err| panic!("status --json is not JSON ({err}):\n{run}"))
+    }
+
+    /// stdout and stderr of `gitops-run status` and `status --json`.
+    fn all_status_output(&self) -> String {
+        let mut all = String::new();
+        for args in [
+            &["status", "--state-dir", self.arg()][..],
+            &["status", "--json", "--state-dir", self.arg()][..],
+        ] {
+            let run = gitops(args, None);
+            run.assert_code(0);
+            all.push_str(&run.stdout);
+            all.push_str(&run.stderr);
+        }
+        all
+    }
+
+    fn state_json_text(&self) -> String {
+        std::fs::read_to_string(self.path.join("state.json")).unwrap_or_default()
+    }
+
+    /// The target of the `current` symlink, if there is one.
+    fn current(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.path.join("current")).ok()
+    }
+
+    /// Asserts that `current` points at the tree of `commit` (its target
+    /// ends with the full commit id) and that tree holds the entrypoint.
+    fn assert_deployed(&self, commit: &str) {
+        let current = self.current();
+        assert!(
+            current
+                .as_deref()
+                .and_then(Path::file_name)
+                .is_some_and(|name| name == commit),
+            "current should point at the tree of {commit}, points at {current:?}"
+        );
+        assert!(self.path.join("current").join("run.sh").is_file());
+    }
+
+    /// Commits the entrypoint ran for, oldest first.
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The `GITOPS_REPO` the entrypoint saw last, if it ran.
+    fn repo_seen(&self) -> Option<String> {
+        std::fs::read_to_string(self.path.join("repo-seen"))
+            .ok()
+            .map(|text| text.trim_end().to_owned())
+    }
+
+    /// Asserts that nothing was deployed and the entrypoint never ran.
+    fn assert_nothing_deployed(&self) {
+        assert_eq!(self.current(), None, "current must not exist");
+        assert!(self.runs().is_empty(), "entrypoint ran: {:?}", self.runs());
+        assert_eq!(self.repo_seen(), None, "entrypoint ran");
+        let trees: Vec<_> = std::fs::read_dir(self.path.join("trees"))
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(trees.is_empty(), "trees were checked out: {trees:?}");
+    }
+
+    /// Asserts that none of `secrets` is in state.json or in the output of
+    /// `status` / `status --json`.
+    fn assert_no_secret_stored(&self, secrets: &[&str]) {
+        let state_json = self.state_json_text();
+        let status = self.all_status_output();
+        for secret in secrets {
+            assert!(
+                !state_json.contains(secret),
+                "{secret} in state.json:\n{state_json}"
+            );
+            assert!(!status.contains(secret), "{secret} in status:\n{status}");
+        }
+    }
+}
+
+/// An origin whose first commit holds the entrypoint.
+fn origin_with_entrypoint() -> (Origin, String) {
+    let mut origin = Origin::new();
+    let first = origin.commit(
+        &[("run.sh", ENTRYPOINT), ("app.conf", "version 1\n")],
+        "first",
+    );
+    (origin, first)
+}
+
+/// Access-log lines for the repository (one per request).
+fn repo_requests(server: &HttpsGitServer) -> Vec<String> {
+    server
+        .access_log()
+        .lines()
+        .filter(|line| line.contains("/origin/.git/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn https_with_trusted_ca_deploys_head_then_noop_then_new_commit() {
+    let (mut origin, first) = origin_with_entrypoint();
+    let server = HttpsGitServer::start(origin.root());
+    let url = server.url("origin/.git");
+    let ca = server.ca_cert();
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&ca), &[]);
+    assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
+    state.assert_deployed(&first);
+    assert_eq!(state.runs(), std::slice::from_ref(&first), "{run}");
+    assert_eq!(state.repo_seen().as_deref(), Some(url.as_str()));
+    assert!(
+        !repo_requests(&server).is_empty(),
+        "the fetch did not go through nginx: {}",
+        server.access_log()
+    );
+
+    let run = state.pass(&url, Some(&ca), &[]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("up to date"), "{run}");
+    state.assert_deployed(&first);
+    assert_eq!(state.runs().len(), 1, "entrypoint ran again:\n{run}");
+
+    let second = origin.commit(&[("app.conf", "version 2\n")], "second");
+    let run = state.pass(&url, Some(&ca), &[]);
+    assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
+    state.assert_deployed(&second);
+    assert_eq!(state.runs(), [first, second.clone()], "{run}");
+    let status = state.status_json();
+    assert_eq!(status["deployed"]["commit"], second.as_str(), "{status:#}");
+}
+
+#[test]
+fn https_without_trusted_ca_fails_with_exit_3_and_a_certificate_error() {
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::start(origin.root());
+    let url = server.url("origin/.git");
+    let state = StateDir::new();
+
+    let run = state.pass(&url, None, &[]);
+    run.assert_code(3);
+    let line = run.one_error_line().to_ascii_lowercase();
+    assert!(
+        line.contains("certificate") || line.contains("ssl"),
+        "the error should name the certificate problem:\n{run}"
+    );
+    state.assert_nothing_deployed();
+    assert!(
+        repo_requests(&server).is_empty(),
+        "a request got past TLS: {}",
+        server.access_log()
+    );
+    let status = state.status_json();
+    assert!(status["deployed"]["commit"].is_null(), "{status:#}");
+    assert!(
+        status["last_pass"]["error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{status:#}"
+    );
+}
+
+#[test]
+fn https_without_cainfo_verifies_against_the_system_roots() {
+    // Without GIT_SSL_CAINFO the server certificate must still be verified,
+    // against the system's trusted roots (which do not hold the test CA):
+    // the pass fails because the issuer is unknown, not because TLS has no
+    // way to verify anything (which would break every public https remote,
+    // e.g. the README's https://git.example.com/...).
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::start(origin.root());
+    let url = server.url("origin/.git");
+    let state = StateDir::new();
+
+    let run = state.pass(&url, None, &[]);
+    run.assert_code(3);
+    let line = run.one_error_line();
+    assert!(
+        !line.contains("no server certificate verifier"),
+        "no trusted roots were configured at all (the system store was not \
+         loaded), so no https remote could ever be verified:\n{run}"
+    );
+    assert!(
+        line.to_ascii_lowercase().contains("certificate"),
+        "the error should name the certificate problem:\n{run}"
+    );
+    state.assert_nothing_deployed();
+}
+
+#[test]
+fn https_with_another_ca_trusted_is_refused_as_unknown_issuer() {
+    // Unlike the test above, a verifier exists here: this checks that the
+    // server certificate is really verified against GIT_SSL_CAINFO.
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::start(origin.root());
+    let stranger = HttpsGitServer::start(origin.root());
+    let url = server.url("origin/.git");
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&stranger.ca_cert()), &[]);
+    run.assert_code(3);
+    let line = run.one_error_line().to_ascii_lowercase();
+    assert!(
+        line.contains("certificate"),
+        "the error should name the certificate problem:\n{run}"
+    );
+    state.assert_nothing_deployed();
+    assert!(
+        repo_requests(&server).is_empty(),
+        "a request got past TLS: {}",
+        server.access_log()
+    );
+}
+
+#[test]
+fn https_basic_auth_deploys_and_never_reveals_the_credentials() {
+    let (origin, first) = origin_with_entrypoint();
+    let server = HttpsGitServer::with_basic_auth(origin.root(), USER, PASSWORD);
+    let url = server.url_with_credentials(USER, PASSWORD, "origin/.git");
+    let ca = server.ca_cert();
+    let host_port = format!("127.0.0.1:{}", server.port());
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&ca), &["-v"]);
+    assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
+    state.assert_deployed(&first);
+    assert_eq!(state.runs(), std::slice::from_ref(&first), "{run}");
+    let requests = repo_requests(&server);
+    assert!(
+        requests
+            .iter()
+            .any(|line| line.contains(" 200 ") && line.contains(&format!("user=\"{USER}\""))),
+        "no authenticated request in the access log:\n{}",
+        server.access_log()
+    );
+
+    let secrets = [USER, PASSWORD];
+    run.assert_no_secret(&secrets);
+    state.assert_no_secret_stored(&secrets);
+
+    let seen = state
+        .repo_seen()
+        .expect("the entrypoint recorded GITOPS_REPO");
+    for secret in secrets {
+        assert!(!seen.contains(secret), "{secret} in GITOPS_REPO {seen:?}");
+    }
+    assert!(seen.starts_with("https://"), "GITOPS_REPO {seen:?}");
+    assert!(
+        seen.contains(&host_port),
+        "GITOPS_REPO {seen:?} should name {host_port}"
+    );
+
+    let status = state.status_json();
+    assert_eq!(status["deployed"]["commit"], first.as_str(), "{status:#}");
+    let repo = status["repo"].as_str().unwrap_or_default();
+    assert!(repo.contains(&host_port), "status repo {repo:?}");
+
+    // A second pass (fetch of an up-to-date branch) leaks nothing either.
+    let run = state.pass(&url, Some(&ca), &["-v"]);
+    run.assert_code(0);
+    run.assert_no_secret(&secrets);
+    state.assert_no_secret_stored(&secrets);
+}
+
+#[test]
+fn https_basic_auth_with_wrong_password_fails_with_exit_3_without_prompting() {
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::with_basic_auth(origin.root(), USER, PASSWORD);
+    let url = server.url_with_credentials(USER, WRONG_PASSWORD, "origin/.git");
+    let ca = server.ca_cert();
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&ca), &["-v"]);
+    run.assert_code(3);
+    run.one_error_line();
+
+    let requests = repo_requests(&server);
+    let with_credentials: Vec<&String> = requests
+        .iter()
+        .filter(|line| line.contains(&format!("user=\"{USER}\"")) && line.contains("auth=Basic"))
+        .collect();
+    assert!(
+        !with_credentials.is_empty(),
+        "no request carried the credentials:\n{}",
+        server.access_log()
+    );
+    assert!(
+        with_credentials.iter().all(|line| line.contains(" 401 ")),
+        "the wrong password was not answered 401:\n{}",
+        server.access_log()
+    );
+
+    let secrets = [WRONG_PASSWORD];
+    run.assert_no_secret(&secrets);
+    state.assert_no_secret_stored(&secrets);
+    state.assert_nothing_deployed();
+}
+
+#[test]
+fn https_without_credentials_to_auth_server_fails_with_exit_3_without_prompting() {
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::with_basic_auth(origin.root(), USER, PASSWORD);
+    let url = server.url("origin/.git");
+    let ca = server.ca_cert();
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&ca), &[]);
+    run.assert_code(3);
+    run.one_error_line();
+    let requests = repo_requests(&server);
+    assert!(
+        !requests.is_empty() && requests.iter().all(|line| line.contains(" 401 ")),
+        "expected only 401 answers:\n{}",
+        server.access_log()
+    );
+    state.assert_nothing_deployed();
+}
+
+#[test]
+fn https_missing_credentials_error_is_one_clean_line() {
+    // Like every other fetch failure, the error is one line: no unprefixed
+    // continuation lines on stderr, no line breaks in state.json's error.
+    let (origin, _first) = origin_with_entrypoint();
+    let server = HttpsGitServer::with_basic_auth(origin.root(), USER, PASSWORD);
+    let url = server.url("origin/.git");
+    let ca = server.ca_cert();
+    let state = StateDir::new();
+
+    let run = state.pass(&url, Some(&ca), &[]);
+    run.assert_code(3);
+    run.one_error_line();
+    let unprefixed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|line| !line.starts_with("gitops-run: "))
+        .collect();
+    let status = state.status_json();
+    let error = status["last_pass"]["error"].as_str().unwrap_or_default();
+    assert!(
+        unprefixed.is_empty() && !error.is_empty() && !error.contains('\n'),
+        "the error is not one line: stderr has lines without the \
+         `gitops-run: ` prefix {unprefixed:?}; last_pass.error is {error:?}:\n{run}"
+    );
+}
