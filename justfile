@@ -20,3 +20,13 @@ lint:
 # Real passes on the shipped example, state in a temp dir
 demo:
     bash docs/example/demo.sh
+
+# Debian package in target/debian/ (needs `cargo install cargo-deb`)
+deb: release
+    target/release/gitops-run generate man target/assets
+    target/release/gitops-run generate completions target/assets
+    cargo deb --no-build --locked
+
+# Check the package with lintian
+lint-deb: deb
+    lintian --fail-on error target/debian/gitops-run_*.deb

@@ -49,7 +49,7 @@ pub struct CommonArgs {
     pub state_dir: PathBuf,
 
     /// Print debug detail
-    #[arg(short, long, env = "GITOPS_VERBOSE", global = true)]
+    #[arg(short, long, env = "GITOPS_VERBOSE", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub verbose: bool,
 }
 
@@ -94,7 +94,7 @@ pub struct PassArgs {
     pub known_hosts: Option<PathBuf>,
 
     /// Deploy the remote commit even when upstream history was rewritten
-    #[arg(long, env = "GITOPS_ALLOW_REWRITE")]
+    #[arg(long, env = "GITOPS_ALLOW_REWRITE", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_rewrite: bool,
 
     /// Reboot request file in the deployed tree, relative to the repository root
@@ -160,6 +160,14 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the man page or shell completions into DIR (for packaging)
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: crate::generate::What,
+        /// Output directory
+        dir: PathBuf,
+    },
     /// Show what is deployed, the last attempt and the last pass
     Status {
         /// Print a stable JSON document instead of text

@@ -32,13 +32,20 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
+/// Write one line to stderr. A closed or broken stderr (a dead `logger` behind a
+/// cron pipe, `| head`) must never abort a pass half-way, so errors are ignored.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
 pub fn line(msg: impl std::fmt::Display) {
-    eprintln!("gitops-run: {}", scrub(&msg.to_string()));
+    emit(&format!("gitops-run: {}", scrub(&msg.to_string())));
 }
 
 pub fn debug_line(msg: impl std::fmt::Display) {
     if verbose() {
-        eprintln!("gitops-run: debug: {}", scrub(&msg.to_string()));
+        emit(&format!("gitops-run: debug: {}", scrub(&msg.to_string())));
     }
 }
 

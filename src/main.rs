@@ -5,6 +5,7 @@ mod decide;
 mod duration;
 mod entrypoint;
 mod exit;
+mod generate;
 mod git;
 mod log;
 mod notify;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
             let text = git::one_line(&format!("{err:#}"));
-            eprintln!("gitops-run: error: {}", log::scrub(&text));
+            log::emit(&format!("gitops-run: error: {}", log::scrub(&text)));
             ExitCode::from(exit::class_of(&err).code())
         }
     }
@@ -43,9 +44,16 @@ fn run() -> Result<Exit> {
     };
     let layout = state::Layout::new(&root);
 
-    if let Some(cli::Command::Status { json }) = cli.command {
-        status::show(&layout, json)?;
-        return Ok(Exit::Ok);
+    match &cli.command {
+        Some(cli::Command::Status { json }) => {
+            status::show(&layout, *json)?;
+            return Ok(Exit::Ok);
+        }
+        Some(cli::Command::Generate { what, dir }) => {
+            generate::run(*what, dir)?;
+            return Ok(Exit::Ok);
+        }
+        None => {}
     }
 
     let p = cli.pass;

@@ -212,10 +212,13 @@ fn short(c: &str) -> &str {
 pub fn show(layout: &Layout, json: bool) -> Result<()> {
     let st = state::load(&layout.state_file())?;
     let doc = document(layout, st.as_ref());
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+    let text = if json {
+        serde_json::to_string_pretty(&doc)? + "\n"
     } else {
-        print!("{}", render_text(&doc));
-    }
+        render_text(&doc)
+    };
+    use std::io::Write;
+    // A reader that goes away early (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
 }

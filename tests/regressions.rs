@@ -59,7 +59,82 @@ fn stray_file_in_trees_does_not_fail_a_successful_deploy() {
     std::fs::write(state.join("trees").join("stray"), "junk").unwrap();
     let second = origin.commit(&[("file.txt", "two\n")], "second");
     let out = pass(&origin, &state);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read_link(state.join("current")).unwrap().ends_with(&second));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_link(state.join("current"))
+        .unwrap()
+        .ends_with(&second));
     assert!(!state.join("trees").join("stray").exists());
+}
+
+/// `eprintln!` panics when stderr is a closed pipe (cron piping to a `logger` that
+/// died, `| head`): the pass aborted with exit 101 after running the entrypoint
+/// and before recording the result.
+#[test]
+fn closed_stderr_does_not_abort_a_pass() {
+    let mut origin = Origin::new();
+    let loud = "#!/bin/sh\ni=0\nwhile [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done\n";
+    let head = origin.commit(&[("run.sh", loud)], "loud");
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().join("state");
+    let mut child = bin()
+        .args(["--repo", &origin.url(), "--state-dir"])
+        .arg(&state)
+        .arg("-v")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(std::fs::read_link(state.join("current"))
+        .unwrap()
+        .ends_with(&head));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("state.json")).unwrap()).unwrap();
+    assert_eq!(st["deployed"]["commit"], head.as_str());
+}
+
+/// Boolean variables accepted only `true`/`false`; the docs promise 1/yes/on too.
+#[test]
+fn boolean_environment_values_accept_the_usual_spellings() {
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", "#!/bin/sh\nexit 0\n")], "first");
+    for (value, verbose) in [
+        ("1", true),
+        ("yes", true),
+        ("on", true),
+        ("0", false),
+        ("off", false),
+        ("no", false),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let out = bin()
+            .args(["--repo", &origin.url(), "--state-dir"])
+            .arg(state.path().join("s"))
+            .env("GITOPS_VERBOSE", value)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let debug = String::from_utf8_lossy(&out.stderr).contains("debug:");
+        assert_eq!(debug, verbose, "GITOPS_VERBOSE={value}");
+    }
+    let out = bin()
+        .args([
+            "--repo",
+            &origin.url(),
+            "--state-dir",
+            "/nonexistent-never-created",
+        ])
+        .env("GITOPS_ALLOW_REWRITE", "perhaps")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
