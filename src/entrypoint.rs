@@ -142,6 +142,18 @@ extern "C" fn on_stop_signal(_: nix::libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_hangup(_: nix::libc::c_int) {}
+
+/// A pass typed in an ssh session must not die half-way when the session drops:
+/// SIGHUP gets a handler that does nothing for the whole pass. (A handler, not
+/// SIG_IGN: an ignored signal stays ignored across exec, and daemons the entrypoint
+/// starts must still be able to reload on SIGHUP.) The entrypoint runs in its own
+/// process group, so the terminal's SIGHUP does not reach it either.
+pub fn survive_hangup() {
+    // SAFETY: the handler does nothing, which is async-signal-safe.
+    let _ = unsafe { signal::signal(Signal::SIGHUP, SigHandler::Handler(on_hangup)) };
+}
+
 /// While alive, SIGINT and SIGTERM only set a flag, so the entrypoint's process group
 /// can be stopped cleanly and the attempt recorded.
 struct StopSignals;

@@ -85,6 +85,7 @@ fn run() -> Result<Exit> {
             format!("invalid branch name {:?}", p.branch),
         ));
     }
+    entrypoint::survive_hangup();
     // Trees, state and logs are for root only; the entrypoint inherits this umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cfg = pass::Config {

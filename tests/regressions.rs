@@ -138,3 +138,46 @@ fn boolean_environment_values_accept_the_usual_spellings() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A pass typed in an ssh session died on SIGHUP when the session dropped, leaving
+/// its entrypoint orphaned half-way. It now finishes the pass.
+#[test]
+fn sighup_from_a_dropped_session_does_not_abort_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    let mut origin = Origin::new();
+    let script = format!(
+        "#!/bin/sh\necho started > '{0}.started'\nwhile [ ! -e '{0}' ]; do sleep 0.05; done\necho finished\n",
+        flag.display()
+    );
+    let head = origin.commit(&[("run.sh", &script)], "waits for a flag");
+    let state = dir.path().join("state");
+    let mut child = bin()
+        .args(["--repo", &origin.url(), "--state-dir"])
+        .arg(&state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = dir.path().join("go.started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the entrypoint never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::write(&flag, "").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the pass survived SIGHUP and finished"
+    );
+    assert!(std::fs::read_link(state.join("current"))
+        .unwrap()
+        .ends_with(&head));
+}

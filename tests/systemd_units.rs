@@ -1,0 +1,622 @@
+//! The shipped systemd units (`systemd/`), checked with the real
+//! `systemd-analyze` and run as written against the built binary.
+//!
+//! Every check installs the units into a temporary root the way the package
+//! does (`DIR/usr/lib/systemd/system/`, the binary at `DIR/usr/bin/gitops-run`)
+//! and points `systemd-analyze --root=DIR` at it, so nothing on the host is
+//! read or changed. `systemd-analyze` comes with the `systemd` package; these
+//! tests fail, saying so, when it is missing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{bin, Origin};
+use tempfile::TempDir;
+
+/// Where the unit files live in the source tree.
+const UNITS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
+/// The unit files shipped, as installed.
+const UNIT_FILES: &[&str] = &[
+    "gitops-run.service",
+    "gitops-run.timer",
+    "gitops-run@.service",
+    "gitops-run@.timer",
+];
+/// The units to check: templates as an instance.
+const UNITS: &[&str] = &[
+    "gitops-run.service",
+    "gitops-run.timer",
+    "gitops-run@example.service",
+    "gitops-run@example.timer",
+];
+/// Where the package installs the binary; ExecStart= must name it.
+const INSTALLED_BINARY: &str = "/usr/bin/gitops-run";
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A `systemd-analyze` command with a fixed, plain environment (C locale, so
+/// its tables use ASCII marks; no pager, no colours).
+fn systemd_analyze() -> Command {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|dir| dir.join("systemd-analyze"))
+        .find(|p| p.is_file());
+    let Some(exe) = found else {
+        panic!(
+            "systemd-analyze not found: install the `systemd` package \
+             (apt-get install systemd); these tests check the shipped units with it"
+        );
+    };
+    let mut cmd = Command::new(exe);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .env("SYSTEMD_PAGER", "")
+        .env("SYSTEMD_COLORS", "0");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|err| panic!("failed to start {cmd:?}: {err}"))
+}
+
+/// Stdout and stderr of `out`, for assertions and messages.
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A temporary file system root with the units installed as the package
+/// installs them.
+struct Root {
+    dir: TempDir,
+}
+
+impl Root {
+    /// The shipped units and the built binary.
+    fn new() -> Root {
+        let root = Root::bare();
+        for name in UNIT_FILES {
+            root.add_unit(name, &read_unit(name));
+        }
+        root.add_binary();
+        root
+    }
+
+    /// An empty root: add units and the binary yourself.
+    fn bare() -> Root {
+        let dir = tempfile::Builder::new()
+            .prefix("gitops-run-units-")
+            .tempdir()
+            .expect("create the temporary root");
+        fs::create_dir_all(dir.path().join("usr/lib/systemd/system")).unwrap();
+        Root { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn add_unit(&self, name: &str, text: &str) {
+        fs::write(self.path().join("usr/lib/systemd/system").join(name), text).unwrap();
+    }
+
+    fn add_binary(&self) {
+        let target = self.path().join(INSTALLED_BINARY.trim_start_matches('/'));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(env!("CARGO_BIN_EXE_gitops-run"), &target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `systemd-analyze verify` of `unit` in this root. `--man=no`: the man
+    /// page is built by the package, not installed from this tree, and `man`
+    /// would look on the host anyway. `--recursive-errors=no`: only the named
+    /// unit counts, not units it merely refers to (network-online.target, ...).
+    fn verify(&self, unit: &str) -> Output {
+        run(systemd_analyze()
+            .arg("verify")
+            .arg(format!("--root={}", self.path().display()))
+            .args(["--recursive-errors=no", "--man=no", unit]))
+    }
+}
+
+/// The source text of a shipped unit file.
+fn read_unit(name: &str) -> String {
+    let path = Path::new(UNITS_DIR).join(name);
+    fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+}
+
+/// Lines of `systemd-analyze verify` output that report a problem with the
+/// unit files' contents: unknown keys or sections, bad values, anything
+/// systemd ignores.
+fn complaints(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower.contains("unknown") || lower.contains("ignoring") || lower.contains("invalid")
+        })
+        .collect()
+}
+
+/// A unit file as (section, key, value) in file order, comments dropped.
+fn directives(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "line continuations are not expected in the units: {line}"
+        );
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not KEY=VALUE: {line}"));
+        out.push((
+            section.clone(),
+            key.trim().to_owned(),
+            value.trim().to_owned(),
+        ));
+    }
+    out
+}
+
+/// The single value of `key` in `section`.
+#[track_caller]
+fn value(text: &str, section: &str, key: &str) -> String {
+    let found: Vec<String> = directives(text)
+        .into_iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one [{section}] {key}=, found {found:?}"
+    );
+    found.into_iter().next().unwrap()
+}
+
+/// A systemd time span in microseconds, as `systemd-analyze timespan` reads it.
+#[track_caller]
+fn timespan_us(span: &str) -> u64 {
+    let out = run(systemd_analyze().args(["timespan", span]));
+    assert!(out.status.success(), "timespan {span:?}:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("μs:")
+                .or_else(|| l.trim().strip_prefix("us:"))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no μs line in timespan output:\n{stdout}"))
+}
+
+/// The `[default: ...]` of `flag` in `gitops-run --help`.
+fn help_default(flag: &str) -> String {
+    let out = run(bin().arg("--help"));
+    assert!(out.status.success(), "gitops-run --help:\n{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = help
+        .lines()
+        .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
+        .unwrap_or_else(|| panic!("{flag} not in --help:\n{help}"));
+    help.lines()
+        .skip(start + 1)
+        .take_while(|l| !l.trim_start().starts_with("--"))
+        .find_map(|l| l.trim().strip_prefix("[default: "))
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("no default for {flag} in --help:\n{help}"))
+        .to_owned()
+}
+
+/// The `Overall exposure level` that `systemd-analyze security` prints for
+/// `unit`, and the whole output.
+fn exposure(root: &Root, unit: &str) -> (f64, String) {
+    let out = run(systemd_analyze()
+        .args(["security", "--offline=yes"])
+        .arg(format!("--root={}", root.path().display()))
+        .arg(unit));
+    let all = text(&out);
+    assert!(out.status.success(), "security {unit}:\n{all}");
+    let marker = format!("Overall exposure level for {unit}:");
+    let level = all
+        .lines()
+        .find_map(|l| l.split_once(&marker).map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no {marker:?} line:\n{all}"));
+    let score = level
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("cannot parse the exposure level in {level:?}"));
+    (score, all)
+}
+
+// ---------------------------------------------------------------------------
+// systemd-analyze verify
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_unit_passes_systemd_analyze_verify() {
+    let root = Root::new();
+    for unit in UNITS {
+        let out = root.verify(unit);
+        let all = text(&out);
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify {unit} failed ({}):\n{all}",
+            out.status
+        );
+        assert!(
+            complaints(&all).is_empty(),
+            "systemd-analyze verify {unit} complained:\n{all}"
+        );
+    }
+}
+
+/// Proves the check above can fail: a unit with a key systemd does not know
+/// makes `verify` fail and complain, naming the key.
+#[test]
+fn verify_rejects_unknown_keys() {
+    let root = Root::bare();
+    root.add_binary();
+    let unit =
+        read_unit("gitops-run.service").replacen("[Service]\n", "[Service]\nFrobnicate=yes\n", 1);
+    assert!(unit.contains("Frobnicate=yes"));
+    root.add_unit("gitops-run.service", &unit);
+    let out = root.verify("gitops-run.service");
+    let all = text(&out);
+    assert!(
+        !out.status.success(),
+        "verify should fail on Frobnicate=yes:\n{all}"
+    );
+    let found = complaints(&all);
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("Unknown key") && l.contains("Frobnicate")),
+        "verify should name the unknown key:\n{all}"
+    );
+}
+
+/// `verify` checks ExecStart= inside the root: without the binary where the
+/// package installs it, the unit fails. So the check above also proves that
+/// ExecStart= names `/usr/bin/gitops-run`.
+#[test]
+fn verify_fails_without_the_binary_in_the_root() {
+    let root = Root::bare();
+    root.add_unit("gitops-run.service", &read_unit("gitops-run.service"));
+    let out = root.verify("gitops-run.service");
+    let all = text(&out);
+    assert!(
+        !out.status.success(),
+        "verify should fail without {INSTALLED_BINARY}:\n{all}"
+    );
+    assert!(
+        all.contains(INSTALLED_BINARY),
+        "the failure should name {INSTALLED_BINARY}:\n{all}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Time spans against the binary's defaults
+// ---------------------------------------------------------------------------
+
+/// TimeoutStartSec= leaves gitops-run's own entrypoint timeout room to act
+/// (and the fetch, the 10 s kill grace and the webhooks after it), and a timer
+/// period fits well inside the reboot grace (docs/reboots.md: the grace must
+/// be longer than the timer interval).
+#[test]
+fn time_spans_fit_the_binary_defaults() {
+    let entrypoint_timeout = timespan_us(&help_default("--timeout"));
+    let reboot_grace = timespan_us(&help_default("--reboot-grace"));
+    let five_minutes = timespan_us("5min");
+
+    for unit in ["gitops-run.service", "gitops-run@.service"] {
+        let text = read_unit(unit);
+        let start = timespan_us(&value(&text, "Service", "TimeoutStartSec"));
+        assert!(
+            start >= entrypoint_timeout + five_minutes,
+            "{unit}: TimeoutStartSec ({start} us) must exceed the entrypoint timeout \
+             ({entrypoint_timeout} us) by at least 5 minutes"
+        );
+    }
+
+    for unit in ["gitops-run.timer", "gitops-run@.timer"] {
+        let text = read_unit(unit);
+        let boot = timespan_us(&value(&text, "Timer", "OnBootSec"));
+        let every = timespan_us(&value(&text, "Timer", "OnUnitInactiveSec"));
+        let random = timespan_us(&value(&text, "Timer", "RandomizedDelaySec"));
+        let accuracy = timespan_us(&value(&text, "Timer", "AccuracySec"));
+        assert!(boot > 0 && every > 0 && random > 0);
+        let longest_gap = every + random + accuracy;
+        assert!(
+            2 * longest_gap < reboot_grace,
+            "{unit}: the gap between passes ({longest_gap} us) must fit well inside the \
+             default reboot grace ({reboot_grace} us)"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The template and the plain units stay in step
+// ---------------------------------------------------------------------------
+
+#[test]
+fn template_and_plain_units_differ_only_where_they_must() {
+    let plain = read_unit("gitops-run.service");
+    let template = read_unit("gitops-run@.service");
+
+    // The plain unit skips until configured, on the file it then reads.
+    let config = value(&plain, "Unit", "ConditionPathExists");
+    assert_eq!(config, "/etc/gitops-run/config");
+    let exec = value(&plain, "Service", "ExecStart");
+    assert_eq!(exec, format!("{INSTALLED_BINARY} --config {config}"));
+    assert!(
+        !exec.contains("--once"),
+        "timer passes must keep the retry backoff"
+    );
+
+    // The template: its own config, state directory and webhook.
+    let state_dir = value(&template, "Service", "StateDirectory");
+    assert_eq!(state_dir, "gitops-run/instances/%i");
+    assert_eq!(
+        value(&template, "Service", "Environment"),
+        format!("GITOPS_STATE_DIR=/var/lib/{state_dir}"),
+        "the pinned state directory must be the one systemd creates"
+    );
+    let expected: Vec<(String, String, String)> = directives(&plain)
+        .into_iter()
+        .filter(|(_, k, _)| k != "ConditionPathExists")
+        .map(|(s, k, v)| {
+            let v = match k.as_str() {
+                "Description" => format!("{v} for %i"),
+                "ExecStart" => v.replace("/etc/gitops-run/config", "/etc/gitops-run/%i.conf"),
+                "StateDirectory" => state_dir.clone(),
+                "LoadCredential" => v.replace(
+                    "/etc/gitops-run/webhook-url",
+                    "/etc/gitops-run/%i.webhook-url",
+                ),
+                _ => v,
+            };
+            (s, k, v)
+        })
+        .collect();
+    let actual: Vec<(String, String, String)> = directives(&template)
+        .into_iter()
+        .filter(|(_, k, _)| k != "Environment")
+        .collect();
+    assert_eq!(
+        actual, expected,
+        "gitops-run@.service differs from gitops-run.service beyond the instance settings"
+    );
+
+    let plain = directives(&read_unit("gitops-run.timer"));
+    let template = directives(&read_unit("gitops-run@.timer"));
+    let strip = |d: Vec<(String, String, String)>| -> Vec<(String, String, String)> {
+        d.into_iter()
+            .filter(|(_, k, _)| k != "Description")
+            .collect()
+    };
+    assert_eq!(
+        strip(template),
+        strip(plain),
+        "gitops-run@.timer differs from gitops-run.timer"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// systemd-analyze security
+// ---------------------------------------------------------------------------
+
+#[test]
+fn security_review_reports_an_exposure_level() {
+    let root = Root::new();
+    for unit in ["gitops-run.service", "gitops-run@example.service"] {
+        let (score, all) = exposure(&root, unit);
+        assert!(
+            (0.0..=10.0).contains(&score),
+            "exposure level {score} of {unit} out of range:\n{all}"
+        );
+        // The hardening the units do set is in effect ("+" in the C locale).
+        for option in ["LockPersonality=", "RestrictRealtime=", "UMask="] {
+            assert!(
+                all.lines().any(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with('+') || l.starts_with('✓'))
+                        && l[1..].trim_start().starts_with(option)
+                }),
+                "{unit}: {option} should be reported as set:\n{all}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The units' ExecStart=, run as written
+// ---------------------------------------------------------------------------
+
+/// Runs the service `unit_file` (instance `example` for a template) the way
+/// systemd would, with host paths moved into `tmp`: ExecStart= with the built
+/// binary, Environment=, the StateDirectory= created with its mode, and the
+/// `webhook-url` credential from LoadCredential=, else SetCredential=.
+fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Output {
+    let text = read_unit(unit_file).replace("%i", "example");
+    let moved = |s: &str| -> String {
+        s.replace("/etc/", &format!("{}/etc/", tmp.display()))
+            .replace("/var/lib/", &format!("{}/var/lib/", tmp.display()))
+    };
+
+    let exec = value(&text, "Service", "ExecStart");
+    let mut argv = exec.split_whitespace();
+    assert_eq!(argv.next(), Some(INSTALLED_BINARY));
+    let args: Vec<String> = argv.map(moved).collect();
+
+    let state_dir = tmp
+        .join("var/lib")
+        .join(value(&text, "Service", "StateDirectory"));
+    let mode = u32::from_str_radix(&value(&text, "Service", "StateDirectoryMode"), 8).unwrap();
+    fs::create_dir_all(&state_dir).unwrap();
+    fs::set_permissions(&state_dir, fs::Permissions::from_mode(mode)).unwrap();
+
+    let (id, source) = value(&text, "Service", "LoadCredential")
+        .split_once(':')
+        .map(|(a, b)| (a.to_owned(), moved(b)))
+        .unwrap();
+    let fallback = value(&text, "Service", "SetCredential");
+    let (fallback_id, data) = fallback.split_once(':').unwrap();
+    assert_eq!(
+        fallback_id, id,
+        "SetCredential= must default LoadCredential="
+    );
+    // Only the escape the units use; systemd unescapes C-style.
+    assert!(
+        !data.replace("\\n", "").contains('\\'),
+        "unexpected escape in {data:?}"
+    );
+    let creds = tmp.join("credentials");
+    fs::create_dir_all(&creds).unwrap();
+    let content = fs::read(&source).unwrap_or_else(|_| data.replace("\\n", "\n").into_bytes());
+    fs::write(creds.join(&id), content).unwrap();
+
+    let mut cmd = bin();
+    cmd.args(&args).env("CREDENTIALS_DIRECTORY", &creds);
+    for (section, key, v) in directives(&text) {
+        if section == "Service" && key == "Environment" {
+            let (name, val) = v.split_once('=').unwrap();
+            cmd.env(name, moved(val));
+        }
+    }
+    for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
+        assert!(
+            !arg.starts_with("/etc/") && !arg.starts_with("/var/"),
+            "a host path escaped the mapping: {arg}"
+        );
+    }
+    run(&mut cmd)
+}
+
+fn current_commit(state: &Path) -> Option<String> {
+    let link = fs::read_link(state.join("current")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// gitops-run.service: the pass reads the config file named in ExecStart=,
+/// accepts the state directory systemd creates (mode 0700), and takes the
+/// empty SetCredential= default for "no webhook" without a warning.
+#[test]
+fn plain_unit_deploys_and_an_absent_webhook_is_quiet() {
+    let mut origin = Origin::new();
+    let head = origin.commit(&[("run.sh", "#!/bin/sh\necho deployed\n")], "first");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("var/lib/gitops-run");
+    fs::create_dir_all(tmp.path().join("etc/gitops-run")).unwrap();
+    // The unit relies on the default --state-dir (/var/lib/gitops-run); here
+    // the config file moves it into the temporary directory.
+    fs::write(
+        tmp.path().join("etc/gitops-run/config"),
+        format!(
+            "GITOPS_REPO={}\nGITOPS_STATE_DIR={}\n",
+            origin.url(),
+            state.display()
+        ),
+    )
+    .unwrap();
+
+    let out = run_unit_as_written("gitops-run.service", tmp.path());
+    let all = text(&out);
+    assert!(out.status.success(), "the pass failed:\n{all}");
+    assert_eq!(
+        current_commit(&state).as_deref(),
+        Some(head.as_str()),
+        "{all}"
+    );
+    assert!(
+        !all.to_ascii_lowercase().contains("webhook") && !all.contains("warning"),
+        "no webhook configured must mean no webhook messages:\n{all}"
+    );
+}
+
+/// gitops-run@.service: the instance's own config file, and its state
+/// directory pinned by Environment= even when the config file names another.
+#[test]
+fn template_unit_keeps_the_instance_state_dir() {
+    let mut origin = Origin::new();
+    let head = origin.commit(&[("run.sh", "#!/bin/sh\necho deployed\n")], "first");
+    let tmp = tempfile::tempdir().unwrap();
+    let decoy = tmp.path().join("decoy-state");
+    fs::create_dir_all(tmp.path().join("etc/gitops-run")).unwrap();
+    fs::write(
+        tmp.path().join("etc/gitops-run/example.conf"),
+        format!(
+            "GITOPS_REPO={}\nGITOPS_STATE_DIR={}\n",
+            origin.url(),
+            decoy.display()
+        ),
+    )
+    .unwrap();
+
+    let out = run_unit_as_written("gitops-run@.service", tmp.path());
+    let all = text(&out);
+    assert!(out.status.success(), "the pass failed:\n{all}");
+    let state = tmp.path().join("var/lib/gitops-run/instances/example");
+    assert_eq!(
+        current_commit(&state).as_deref(),
+        Some(head.as_str()),
+        "{all}"
+    );
+    assert!(
+        !decoy.exists(),
+        "Environment=GITOPS_STATE_DIR must outrank the config file"
+    );
+}
+
+/// gitops-run@.service without its config file fails (exit 2) instead of
+/// deploying anything.
+#[test]
+fn template_unit_without_its_config_file_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_unit_as_written("gitops-run@.service", tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("example.conf"),
+        "the error should name the missing file:\n{}",
+        text(&out)
+    );
+}
+
+/// Sanity check of the helpers: each unit file parses into directives, with
+/// at most one value per key except where systemd allows several.
+#[test]
+fn unit_files_have_no_repeated_keys() {
+    for name in UNIT_FILES {
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (s, k, _) in directives(&read_unit(name)) {
+            *seen.entry((s, k)).or_default() += 1;
+        }
+        let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(repeated.is_empty(), "{name}: repeated keys {repeated:?}");
+    }
+}
