@@ -85,44 +85,9 @@ pub fn run(cfg: &Config) -> Result<Exit> {
         info!("{} ({:.2}s)", o.summary, started.elapsed().as_secs_f64());
     }
     let (reboot, reboot_signal) = review_reboot(cfg, &mut st, Utc::now());
-    let (mut exit, last) = match &result {
-        Ok(o) => (
-            o.exit,
-            LastPass {
-                started_at,
-                duration_ms: 0,
-                remote_commit: o.remote.map(|r| r.to_string()),
-                classification: o.class,
-                outcome: o.label.to_string(),
-                exit_code: o.exit.code(),
-                error: None,
-            },
-        ),
-        Err(e) => {
-            let exit = crate::exit::class_of(e);
-            (
-                exit,
-                LastPass {
-                    started_at,
-                    duration_ms: 0,
-                    remote_commit: None,
-                    classification: None,
-                    outcome: "error".to_string(),
-                    exit_code: exit.code(),
-                    error: Some(crate::log::scrub(&crate::git::one_line(&format!("{e:#}")))),
-                },
-            )
-        }
-    };
-    if matches!(reboot, RebootAction::Invalid) && exit == Exit::Ok {
-        exit = Exit::Reboot;
-    }
+    let exit = exit_of(&result, &reboot);
     let elapsed = started.elapsed();
-    st.last_pass = Some(LastPass {
-        duration_ms: elapsed.as_millis() as u64,
-        exit_code: exit.code(),
-        ..last
-    });
+    st.last_pass = Some(last_pass(&result, exit, started_at, elapsed));
     if let Some(target) = &cfg.notify {
         let facts = crate::report::Facts {
             cfg,
@@ -135,20 +100,77 @@ pub fn run(cfg: &Config) -> Result<Exit> {
         crate::report::notify(target, &facts, &mut st, reboot_signal);
     }
     state::save(&cfg.layout.state_file(), &st)?;
-    result?;
-    if let RebootAction::Reboot { requested } = reboot {
-        if let Err(e) = run_reboot_command(&cfg.reboot.command) {
-            info!("reboot command failed: {e:#}; the request stays open and is tried again by the next pass");
-            st.reboot.done.retain(|d| *d != requested);
-            if let Some(r) = st.reboot.request.as_mut() {
-                r.status = "pending".into();
-                r.detail = format!("the reboot command failed: {e:#}");
-            }
-            state::save(&cfg.layout.state_file(), &st)?;
-            return Ok(if exit == Exit::Ok { Exit::Reboot } else { exit });
-        }
+    // A due reboot happens whatever else failed: a Git outage must not cancel it.
+    let exit = match reboot {
+        RebootAction::Reboot { requested } => carry_out_reboot(cfg, &mut st, requested, exit)?,
+        _ => exit,
+    };
+    result.map(|_| exit)
+}
+
+/// The exit code: the pass's own, or 8 for an invalid reboot request when all else
+/// went well.
+fn exit_of(result: &Result<Outcome>, reboot: &RebootAction) -> Exit {
+    let exit = match result {
+        Ok(o) => o.exit,
+        Err(e) => crate::exit::class_of(e),
+    };
+    if matches!(reboot, RebootAction::Invalid) && exit == Exit::Ok {
+        return Exit::Reboot;
     }
-    Ok(exit)
+    exit
+}
+
+fn last_pass(
+    result: &Result<Outcome>,
+    exit: Exit,
+    started_at: DateTime<Utc>,
+    elapsed: Duration,
+) -> LastPass {
+    let (remote_commit, classification, outcome, error) = match result {
+        Ok(o) => (
+            o.remote.map(|r| r.to_string()),
+            o.class,
+            o.label.to_string(),
+            None,
+        ),
+        Err(e) => {
+            let text = crate::log::scrub(&crate::git::one_line(&format!("{e:#}")));
+            (None, None, "error".to_string(), Some(text))
+        }
+    };
+    LastPass {
+        started_at,
+        duration_ms: elapsed.as_millis() as u64,
+        remote_commit,
+        classification,
+        outcome,
+        exit_code: exit.code(),
+        error,
+    }
+}
+
+/// Run the reboot command. If it fails, the request is taken back from the done list
+/// so the next pass within the grace tries again, and the pass exits 8.
+fn carry_out_reboot(
+    cfg: &Config,
+    st: &mut State,
+    requested: DateTime<Utc>,
+    exit: Exit,
+) -> Result<Exit> {
+    let Err(e) = run_reboot_command(&cfg.reboot.command) else {
+        return Ok(exit);
+    };
+    info!(
+        "reboot command failed: {e:#}; the request stays open and is tried again by the next pass"
+    );
+    st.reboot.done.retain(|d| *d != requested);
+    if let Some(r) = st.reboot.request.as_mut() {
+        r.status = "pending".into();
+        r.detail = format!("the reboot command failed: {e:#}");
+    }
+    state::save(&cfg.layout.state_file(), st)?;
+    Ok(if exit == Exit::Ok { Exit::Reboot } else { exit })
 }
 
 /// Read the reboot request of the deployed tree and decide about it (see `reboot`).

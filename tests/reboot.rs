@@ -330,3 +330,39 @@ fn failing_reboot_command_leaves_the_request_open_and_exits_8() {
     assert!(h.pass().status.success());
     assert_eq!(h.reboot_count(), 1);
 }
+
+/// The pass returned early on a fetch error and skipped a due reboot, although a
+/// Git outage must not cancel one.
+#[test]
+fn a_due_reboot_happens_even_when_the_fetch_fails() {
+    let mut h = Host::new();
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(due_time()))],
+        "reboot",
+    );
+    // First pass: the reboot command fails, so the request stays open.
+    let out = bin()
+        .args(["--repo", &h.origin.url(), "--state-dir"])
+        .arg(&h.state)
+        .args(["--reboot-command", "false"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    // The Git server goes away.
+    let gone = h.origin.path().with_extension("gone");
+    std::fs::rename(h.origin.path(), &gone).unwrap();
+    let out = h.pass();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the fetch failed: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        h.reboot_count(),
+        1,
+        "the reboot happened anyway: {}",
+        stderr(&out)
+    );
+    std::fs::rename(&gone, h.origin.path()).unwrap();
+}
