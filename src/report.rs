@@ -161,10 +161,7 @@ fn event(
         commits_omitted,
         result: match (facts.result, attempt) {
             (Err(_), _) => "error".into(),
-            (Ok(o), Some(a)) if attempted_now => {
-                let _ = o;
-                a.result.as_str().to_string()
-            }
+            (Ok(_), Some(a)) if attempted_now => a.result.as_str().to_string(),
             (Ok(o), _) => o.label.to_string(),
         },
         reason: attempt
