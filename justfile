@@ -30,3 +30,11 @@ deb: release
 # Check the package with lintian
 lint-deb: deb
     lintian --fail-on error target/debian/gitops-run_*.deb
+
+# End to end: the .deb in a real systemd (nspawn container) driven by its timer; as root
+e2e:
+    bash tests/e2e/run.sh
+
+# Benchmarks against the git CLI and ansible-pull; writes docs/benchmarks.md
+bench:
+    bash bench/run.sh

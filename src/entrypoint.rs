@@ -154,6 +154,21 @@ pub fn survive_hangup() {
     let _ = unsafe { signal::signal(Signal::SIGHUP, SigHandler::Handler(on_hangup)) };
 }
 
+extern "C" fn exit_cleanly(_: nix::libc::c_int) {
+    // SAFETY: _exit is async-signal-safe; everything worth keeping is on disk.
+    unsafe { nix::libc::_exit(0) }
+}
+
+/// Once the state is saved and the reboot command has been started, the system going
+/// down stops this unit with SIGTERM before the pass can exit by itself. That is the
+/// expected end of a rebooting pass, not a failure: exit 0 on it.
+pub fn exit_cleanly_on_term() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only calls _exit.
+        let _ = unsafe { signal::signal(sig, SigHandler::Handler(exit_cleanly)) };
+    }
+}
+
 /// While alive, SIGINT and SIGTERM only set a flag, so the entrypoint's process group
 /// can be stopped cleanly and the attempt recorded.
 struct StopSignals;

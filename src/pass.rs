@@ -297,6 +297,7 @@ fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> (RebootAct
 
 fn run_reboot_command(command: &str) -> Result<()> {
     info!("running reboot command: {command}");
+    entrypoint::exit_cleanly_on_term();
     let status = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)

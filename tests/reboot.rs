@@ -366,3 +366,25 @@ fn a_due_reboot_happens_even_when_the_fetch_fails() {
     );
     std::fs::rename(&gone, h.origin.path()).unwrap();
 }
+
+/// `systemctl reboot` returns and systemd then stops the service with SIGTERM
+/// before gitops-run exits: the unit of every rebooting pass was marked failed.
+#[test]
+fn sigterm_after_the_reboot_command_started_is_a_clean_exit() {
+    let mut h = Host::new();
+    h.origin.commit(
+        &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(due_time()))],
+        "reboot",
+    );
+    // The "reboot" stops its caller the way a shutting-down systemd would.
+    let out = bin()
+        .args(["--repo", &h.origin.url(), "--state-dir"])
+        .arg(&h.state)
+        .args(["--reboot-command", "kill -TERM $PPID; sleep 1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let st = h.status();
+    assert_eq!(st["reboot"]["status"], "rebooting");
+    assert_eq!(st["reboots_done"].as_array().unwrap().len(), 1);
+}
