@@ -131,7 +131,9 @@ pub fn remove_stale_locks(cache: &Path) -> Result<Vec<PathBuf>> {
 impl Cache {
     /// Open the cache at `path`, creating it first when missing. Creation goes through a
     /// temporary directory and a rename, so an interrupted first pass leaves no half-made repo.
-    pub fn open_or_init(path: &Path, ssh: &SshOptions) -> Result<Cache> {
+    /// `https` says whether the repository is fetched over https, the only case
+    /// that needs a CA bundle.
+    pub fn open_or_init(path: &Path, ssh: &SshOptions, https: bool) -> Result<Cache> {
         for stale in remove_stale_locks(path)? {
             crate::log::info!(
                 "removed stale lock {} left by an interrupted fetch",
@@ -160,30 +162,32 @@ impl Cache {
                 )
             })?;
         }
-        let mut overrides = vec![
+        let overrides = [
             format!("core.sshCommand={}", ssh.command()),
             "ssh.variant=ssh".to_string(),
             "gitoxide.credentials.terminalPrompt=false".to_string(),
             // Objects only ever arrive through our fetches; no background gc in the pass.
             "gc.auto=0".to_string(),
         ];
-        let open = |overrides: &[String]| {
-            let opts = gix::open::Options::default()
-                .config_overrides(overrides.iter().map(String::as_str));
-            gix::open_opts(path, opts)
-                .map_err(gix_err)
-                .with_context(|| format!("failed to open cache repository {}", path.display()))
-        };
-        let mut repo = open(&overrides)?;
+        let opts =
+            gix::open::Options::default().config_overrides(overrides.iter().map(String::as_str));
+        let mut repo = gix::open_opts(path, opts)
+            .map_err(gix_err)
+            .with_context(|| format!("failed to open cache repository {}", path.display()))?;
         // curl's rustls backend has no default trust store and gix only names one when
         // configured: without this, https would fail everywhere. Users' settings win.
-        let configured = std::env::var_os("GIT_SSL_CAINFO").is_some()
-            || repo.config_snapshot().string("http.sslCAInfo").is_some();
-        if !configured {
+        let ca_needed = https
+            && std::env::var_os("GIT_SSL_CAINFO").is_none()
+            && repo.config_snapshot().string("http.sslCAInfo").is_none();
+        if ca_needed {
             if let Some(bundle) = system_ca_bundle() {
                 debug!("trusting the system CA bundle {}", bundle.display());
-                overrides.push(format!("http.sslCAInfo={}", bundle.display()));
-                repo = open(&overrides)?;
+                let value = format!("http.sslCAInfo={}", bundle.display());
+                let mut config = repo.config_snapshot_mut();
+                config
+                    .append_config([value.as_str()], gix::config::Source::Api)
+                    .map_err(gix_err)?;
+                config.commit().map_err(gix_err)?;
             }
         }
         Ok(Cache { repo })
@@ -263,6 +267,13 @@ impl Cache {
                 format!("branch {branch:?} does not exist in {}", url.redacted),
             ));
         };
+        // Nothing new: the advertised tip is the one we have. Receiving would only
+        // negotiate to find that out (and gix prepares a reflog identity for ref
+        // updates, which reads the time-zone database): skip it.
+        if depth.is_none() && self.known_tip(branch) == Some(tip) && self.has_commit(&tip) {
+            debug!("{branch} is still at {tip}; nothing to receive");
+            return Ok(Fetched { remote_tip: tip });
+        }
         if let Some(depth) = depth {
             prepare = prepare.with_shallow(depth);
         }

@@ -382,7 +382,8 @@ fn settle_interrupted_attempt(st: &mut State, now: DateTime<Utc>) {
 }
 
 fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
-    let cache = Cache::open_or_init(&cfg.layout.cache(), &cfg.ssh).class(Exit::Internal)?;
+    let https = cfg.repo.raw.starts_with("https://");
+    let cache = Cache::open_or_init(&cfg.layout.cache(), &cfg.ssh, https).class(Exit::Internal)?;
     let deployed: Option<ObjectId> = match &st.deployed {
         Some(d) => Some(ObjectId::from_hex(d.commit.as_bytes()).map_err(|_| {
             fail(

@@ -807,3 +807,32 @@ fn pass_fetches_only_the_configured_branch() {
     );
     assert!(!state.cache_has(&other_only));
 }
+
+/// The server's cost of a poll that finds nothing new: the ref advertisement only,
+/// no fetch negotiation and no pack.
+#[test]
+fn a_no_op_pass_over_http_stops_after_the_ref_advertisement() {
+    let mut origin = Origin::new();
+    origin.commit(&[("run.sh", "#!/bin/sh\nexit 0\n")], "first");
+    let server = HttpGitServer::start(origin.root());
+    let url = server.url("origin/.git");
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        common::bin()
+            .args(["--repo", &url, "--state-dir"])
+            .arg(state.path().join("s"))
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let before = server.requests();
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+    // Protocol v2: GET info/refs (capabilities) and POST ls-refs; no fetch command.
+    assert_eq!(server.requests() - before, 2, "requests of a no-op pass");
+}
