@@ -136,7 +136,7 @@ echo "medium: $(git -C "$ORIGIN/medium.git" rev-parse main), $(git -C "$ORIGIN/m
 # -------------------------------------------------------- http server
 say "nginx + fcgiwrap + git http-backend on 127.0.0.1"
 H=$RUN/http
-NGINX_PID= FCGI_PID=
+NGINX_PID='' FCGI_PID=''
 cleanup() {
     local pid
     for pid in $NGINX_PID $FCGI_PID; do
@@ -251,8 +251,11 @@ deployed() { # STATE_DIR
     python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deployed"]["commit"])' "$1/state.json"
 }
 ANSIBLE_PULL=$VENV/bin/ansible-pull
-ansible_cmd() { # URL DIR
+ansible_cmd() { # URL DIR: as one string, for hyperfine
     echo "$ANSIBLE_PULL -U $1 -C main -d $2 -i localhost, --only-if-changed local.yml"
+}
+ansible_argv() { # URL DIR: as words in ANSIBLE_ARGV, to run directly
+    ANSIBLE_ARGV=("$ANSIBLE_PULL" -U "$1" -C main -d "$2" -i "localhost," --only-if-changed local.yml)
 }
 
 # ------------------------------------------------------- 1. no-op pass
@@ -264,9 +267,10 @@ for t in file http; do
     gitops "$st" "$u"                           # the state a no-op pass sees
     git clone -q "$u" "$RUN/clients/bash-$t"
     bash "$BENCH/baseline-pass.sh" "$RUN/clients/bash-$t"
-    $(ansible_cmd "$u" "$RUN/clients/ansible-$t") >"$RES/ansible-$t-first.log" 2>&1 \
+    ansible_argv "$u" "$RUN/clients/ansible-$t"
+    "${ANSIBLE_ARGV[@]}" >"$RES/ansible-$t-first.log" 2>&1 \
         || { cat "$RES/ansible-$t-first.log" >&2; die "ansible-pull's first run failed"; }
-    $(ansible_cmd "$u" "$RUN/clients/ansible-$t") >"$RES/ansible-$t-noop.log" 2>&1
+    "${ANSIBLE_ARGV[@]}" >"$RES/ansible-$t-noop.log" 2>&1
     grep -q 'has not changed' "$RES/ansible-$t-noop.log" \
         || { cat "$RES/ansible-$t-noop.log" >&2; die "ansible-pull's second run was not a no-op"; }
 
@@ -277,11 +281,11 @@ for t in file http; do
 
     rss "noop-$t-gitops" "$POLLS" "" "$BIN" --repo "$u" --state-dir "$st"
     rss "noop-$t-bash" "$POLLS" "" bash "$BENCH/baseline-pass.sh" "$RUN/clients/bash-$t"
-    rss "noop-$t-ansible" 3 "" $(ansible_cmd "$u" "$RUN/clients/ansible-$t")
+    rss "noop-$t-ansible" 3 "" "${ANSIBLE_ARGV[@]}"
     if [ $t = http ]; then
         poll_bytes "noop-http-gitops" "$POLLS" "$BIN" --repo "$u" --state-dir "$st"
         poll_bytes "noop-http-bash" "$POLLS" bash "$BENCH/baseline-pass.sh" "$RUN/clients/bash-$t"
-        poll_bytes "noop-http-ansible" 3 $(ansible_cmd "$u" "$RUN/clients/ansible-$t")
+        poll_bytes "noop-http-ansible" 3 "${ANSIBLE_ARGV[@]}"
     fi
 done
 
