@@ -8,14 +8,11 @@
 
 mod common;
 
-use std::fmt;
-use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::run::{run_watched, Run};
 use common::{bin, git, git_command, HttpGitServer, Origin, SshGitServer};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -30,117 +27,11 @@ const ENTRYPOINT: &str = "#!/bin/sh\n\
 printf '%s|%s|%s|%s|%s\\n' \"$GITOPS_REASON\" \"$GITOPS_COMMIT\" \
 \"$GITOPS_PREVIOUS_COMMIT\" \"$GITOPS_BRANCH\" \"$GITOPS_REPO\" >> \"$GITOPS_STATE_DIR/ran\"\n";
 
-/// How one invocation of the binary ended.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exit code {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
-    }
-
-    /// Lines of stderr that report an error.
-    fn error_lines(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|line| line.starts_with("gitops-run: error:"))
-            .collect()
-    }
-
-    /// One `gitops-run: error:` line and no panic or backtrace; returns the
-    /// error text after that prefix up to the end of stderr.
-    fn assert_error_without_panic(&self) -> String {
-        let errors = self.error_lines();
-        assert_eq!(errors.len(), 1, "want one error line:\n{self}");
-        for bad in ["panicked", "RUST_BACKTRACE", "stack backtrace"] {
-            assert!(!self.stderr.contains(bad), "{bad:?} in stderr:\n{self}");
-            assert!(!self.stdout.contains(bad), "{bad:?} in stdout:\n{self}");
-        }
-        let (_, error) = self
-            .stderr
-            .split_once("gitops-run: error: ")
-            .expect("error prefix");
-        error.trim_end().to_owned()
-    }
-
-    /// Like [`assert_error_without_panic`](Self::assert_error_without_panic),
-    /// and the error is one clear line: every line of stderr carries the
-    /// `gitops-run: ` prefix, so no continuation lines follow the error line.
-    /// Returns that line.
-    fn assert_one_clean_error(&self) -> String {
-        self.assert_error_without_panic();
-        let unprefixed: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|line| !line.starts_with("gitops-run: "))
-            .collect();
-        assert!(
-            unprefixed.is_empty(),
-            "the error is not one line: stderr has lines without the \
-             `gitops-run: ` prefix {unprefixed:?}:\n{self}"
-        );
-        self.error_lines()[0].to_owned()
-    }
-}
-
-/// Runs `cmd` with stdin closed and collects its output; kills it and fails
-/// the test if it has not finished after [`SAFETY_NET`].
-fn run_command(mut cmd: Command) -> Run {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start gitops-run");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + SAFETY_NET;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for gitops-run") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gitops-run did not finish within {SAFETY_NET:?} (hung?); killed it");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_reader.join().expect("stdout reader");
-    let stderr = err_reader.join().expect("stderr reader");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
 /// Runs `gitops-run ARGS`.
 fn gitops(args: &[&str]) -> Run {
     let mut cmd = bin();
     cmd.args(args);
-    run_command(cmd)
+    run_watched(cmd, SAFETY_NET)
 }
 
 /// A state directory inside a temporary directory (the state directory

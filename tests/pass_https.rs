@@ -9,15 +9,11 @@
 
 mod common;
 
-use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
+use std::process::Command;
 use std::time::Duration;
 
+use common::run::{run_watched, Run};
 use common::{bin, HttpsGitServer, Origin};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -50,52 +46,6 @@ const TLS_VARS: &[&str] = &[
     "CURL_CA_BUNDLE",
 ];
 
-/// How one invocation of the binary ended.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exit code {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
-    }
-
-    /// Asserts exactly one `gitops-run: error:` line and no panic; returns
-    /// that line.
-    fn one_error_line(&self) -> String {
-        let errors: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|line| line.starts_with("gitops-run: error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "want one error line:\n{self}");
-        for bad in ["panicked", "stack backtrace"] {
-            assert!(!self.stderr.contains(bad), "{bad:?} in stderr:\n{self}");
-        }
-        errors[0].to_owned()
-    }
-
-    /// Asserts that none of `secrets` occurs in stdout or stderr.
-    fn assert_no_secret(&self, secrets: &[&str]) {
-        for secret in secrets {
-            assert!(!self.stdout.contains(secret), "{secret} in stdout:\n{self}");
-            assert!(!self.stderr.contains(secret), "{secret} in stderr:\n{self}");
-        }
-    }
-}
-
 /// Runs `gitops-run ARGS` with stdin closed, trusting the CA `ca` (through
 /// `GIT_SSL_CAINFO`) if given and no other TLS settings from the
 /// environment. A watchdog thread kills the process after [`WATCHDOG`];
@@ -108,66 +58,8 @@ fn gitops(args: &[&str], ca: Option<&Path>) -> Run {
     if let Some(ca) = ca {
         cmd.env("GIT_SSL_CAINFO", ca);
     }
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start gitops-run");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-
-    // The child is only ever waited for or killed under the lock, so the
-    // watchdog can never signal a reaped (and possibly reused) pid.
-    let child: Arc<Mutex<Child>> = Arc::new(Mutex::new(child));
-    let killed = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = {
-        let child = Arc::clone(&child);
-        let killed = Arc::clone(&killed);
-        thread::spawn(move || {
-            if done_rx.recv_timeout(WATCHDOG).is_err() {
-                let mut child = child.lock().expect("child lock");
-                if let Ok(None) = child.try_wait() {
-                    killed.store(true, Ordering::SeqCst);
-                    let _ = child.kill();
-                }
-            }
-        })
-    };
-    let status = loop {
-        if let Some(status) = child
-            .lock()
-            .expect("child lock")
-            .try_wait()
-            .expect("wait for gitops-run")
-        {
-            break status;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let _ = done_tx.send(());
-    watchdog.join().expect("watchdog thread");
-    let run = Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
-    };
-    assert!(
-        !killed.load(Ordering::SeqCst),
-        "gitops-run {args:?} did not finish within {WATCHDOG:?} (waiting for a prompt?); \
-         killed it:\n{run}"
-    );
-    run
+    cmd.args(args);
+    run_watched(cmd, WATCHDOG)
 }
 
 /// A state directory inside a temporary directory (the state directory

@@ -24,6 +24,7 @@ pub(crate) mod http;
 pub mod https;
 mod origin;
 pub mod receiver;
+pub mod run;
 mod ssh;
 
 use std::ffi::OsStr;
