@@ -25,42 +25,12 @@ pub const MAX_LOGS: usize = 10;
 /// child it left behind still holds the pipes open.
 pub const OUTPUT_DRAIN_MS: u64 = 2000;
 
-/// Find the entrypoint inside `tree`. Refuses absolute paths, `..`, anything whose
-/// real path (symlinks followed) leaves the tree, non-files and non-executables.
+/// Find the entrypoint inside `tree` (see [`locate`]); refuses a missing file,
+/// non-files and non-executables as well.
 pub fn resolve(tree: &Path, rel: &str) -> Result<PathBuf, String> {
-    let p = Path::new(rel);
-    if rel.is_empty() {
-        return Err("the entrypoint path is empty".into());
-    }
-    if p.is_absolute() {
-        return Err(format!(
-            "entrypoint {rel:?} is an absolute path; it must be relative to the repository root"
-        ));
-    }
-    if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!(
-            "entrypoint {rel:?} contains '..'; it must stay inside the repository"
-        ));
-    }
-    let root = tree.canonicalize().map_err(|e| {
-        format!(
-            "cannot resolve the checked-out tree {}: {e}",
-            tree.display()
-        )
-    })?;
-    let joined = root.join(p);
-    if std::fs::symlink_metadata(&joined).is_err() {
-        return Err(format!("entrypoint {rel:?} does not exist in this commit"));
-    }
-    let real = joined
-        .canonicalize()
-        .map_err(|e| format!("entrypoint {rel:?} cannot be resolved (dangling symlink?): {e}"))?;
-    if !real.starts_with(&root) {
-        return Err(format!(
-            "entrypoint {rel:?} resolves outside the checked-out tree (to {})",
-            real.display()
-        ));
-    }
+    let real = locate(tree, rel)
+        .map_err(|e| format!("entrypoint {e}"))?
+        .ok_or_else(|| format!("entrypoint {rel:?} does not exist in this commit"))?;
     let meta = std::fs::metadata(&real).map_err(|e| format!("entrypoint {rel:?}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("entrypoint {rel:?} is not a regular file"));
@@ -73,21 +43,26 @@ pub fn resolve(tree: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// Find a data file inside `tree` (the reboot request): `Ok(None)` when it does not
-/// exist, an error when its path or real path leaves the tree.
+/// Find `rel` inside `tree`: `Ok(None)` when it does not exist; an error for an
+/// empty or absolute path, `..`, or a real path (symlinks followed) outside the tree.
 pub fn locate(tree: &Path, rel: &str) -> Result<Option<PathBuf>, String> {
     let p = Path::new(rel);
-    if rel.is_empty()
-        || p.is_absolute()
-        || p.components().any(|c| matches!(c, Component::ParentDir))
-    {
+    if rel.is_empty() {
+        return Err("path is empty".into());
+    }
+    if p.is_absolute() {
         return Err(format!(
-            "{rel:?} must be a relative path inside the repository"
+            "{rel:?} is an absolute path; it must be relative to the repository root"
+        ));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!(
+            "{rel:?} contains '..'; it must stay inside the repository"
         ));
     }
     let root = tree
         .canonicalize()
-        .map_err(|e| format!("cannot resolve the deployed tree {}: {e}", tree.display()))?;
+        .map_err(|e| format!("{rel:?}: cannot resolve the tree {}: {e}", tree.display()))?;
     let joined = root.join(p);
     if std::fs::symlink_metadata(&joined).is_err() {
         return Ok(None);
@@ -97,7 +72,7 @@ pub fn locate(tree: &Path, rel: &str) -> Result<Option<PathBuf>, String> {
         .map_err(|e| format!("{rel:?} cannot be resolved (dangling symlink?): {e}"))?;
     if !real.starts_with(&root) {
         return Err(format!(
-            "{rel:?} resolves outside the deployed tree (to {})",
+            "{rel:?} resolves outside the checked-out tree (to {})",
             real.display()
         ));
     }

@@ -15,6 +15,15 @@ pub use gix::ObjectId;
 /// How the first fetch limits history: one commit is all a deployment needs.
 pub const INITIAL_DEPTH: u32 = 1;
 
+/// How much history a fetch brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// New commits only; the first fetch of a branch brings `INITIAL_DEPTH` commits.
+    Needed,
+    /// All of it: removes a shallow boundary.
+    Full,
+}
+
 /// How to reach the Git server over ssh.
 #[derive(Debug, Clone, Default)]
 pub struct SshOptions {
@@ -43,11 +52,6 @@ fn shell_quote(p: &Path) -> String {
 /// The bare repository under the state directory that holds fetched objects.
 pub struct Cache {
     repo: gix::Repository,
-}
-
-/// What a fetch found on the remote.
-pub struct Fetched {
-    pub remote_tip: ObjectId,
 }
 
 /// Commit metadata shown in status and passed on in notifications.
@@ -198,7 +202,7 @@ impl Cache {
     }
 
     /// The remote tip recorded by the last successful fetch, if any.
-    pub fn known_tip(&self, branch: &str) -> Option<ObjectId> {
+    fn known_tip(&self, branch: &str) -> Option<ObjectId> {
         self.repo
             .try_find_reference(Self::tracking_ref(branch).as_str())
             .ok()
@@ -207,13 +211,16 @@ impl Cache {
     }
 
     /// Fetch `branch` from `url` into `refs/remotes/origin/<branch>` and return its tip.
-    /// `depth` deepens or limits history; `None` leaves the shallow boundary as it is.
-    pub fn fetch(
-        &self,
-        url: &RepoUrl,
-        branch: &str,
-        depth: Option<gix::remote::fetch::Shallow>,
-    ) -> Result<Fetched> {
+    pub fn fetch(&self, url: &RepoUrl, branch: &str, history: History) -> Result<ObjectId> {
+        use gix::remote::fetch::Shallow;
+        let known = self.known_tip(branch);
+        let depth = match history {
+            History::Full => Some(Shallow::undo()),
+            History::Needed if known.is_none() => Some(Shallow::DepthAtRemote(
+                INITIAL_DEPTH.try_into().expect("non-zero"),
+            )),
+            History::Needed => None,
+        };
         let over_ssh =
             url.raw.starts_with("ssh://") || !url.raw.contains("://") && !url.raw.starts_with('/');
         let hint = if over_ssh {
@@ -270,9 +277,9 @@ impl Cache {
         // Nothing new: the advertised tip is the one we have. Receiving would only
         // negotiate to find that out (and gix prepares a reflog identity for ref
         // updates, which reads the time-zone database): skip it.
-        if depth.is_none() && self.known_tip(branch) == Some(tip) && self.has_commit(&tip) {
+        if depth.is_none() && known == Some(tip) && self.has_commit(&tip) {
             debug!("{branch} is still at {tip}; nothing to receive");
-            return Ok(Fetched { remote_tip: tip });
+            return Ok(tip);
         }
         if let Some(depth) = depth {
             prepare = prepare.with_shallow(depth);
@@ -285,7 +292,7 @@ impl Cache {
             .class(Exit::Fetch)?;
         let received_pack = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
         debug!("fetched {branch} at {tip} (pack received: {received_pack})");
-        Ok(Fetched { remote_tip: tip })
+        Ok(tip)
     }
 
     pub fn is_shallow(&self) -> bool {

@@ -39,6 +39,16 @@ pub fn emit(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
+/// The first 12 hex digits of a commit id, as every message shows it.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// A time as every message and `status` shows it.
+pub fn utc(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 pub fn line(msg: impl std::fmt::Display) {
     emit(&format!("gitops-run: {}", scrub(&msg.to_string())));
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::log::{debug, info};
+use crate::log::{debug, info, short};
 
 /// Discord's limit for `content`, in UTF-16 code units as its API counts them.
 pub const DISCORD_CONTENT_MAX: usize = 2000;
@@ -309,10 +309,6 @@ fn read_end(path: &Path, max: usize) -> Vec<u8> {
         }
     }
     buf
-}
-
-fn short(c: &str) -> &str {
-    &c[..c.len().min(12)]
 }
 
 fn utf16_len(s: &str) -> usize {

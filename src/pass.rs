@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::decide::{self, Classification, Plan, Reason};
 use crate::entrypoint::{self, Ended};
 use crate::exit::{fail, Classify, Exit};
-use crate::git::{Cache, ObjectId, SshOptions, INITIAL_DEPTH};
-use crate::log::{debug, info};
+use crate::git::{Cache, History, ObjectId, SshOptions};
+use crate::log::{debug, info, short, utc};
 use crate::notify::{Kind, Signal};
 use crate::repo_url::RepoUrl;
 use crate::state::{self, Attempt, AttemptResult, Deployed, LastPass, Layout, State};
@@ -52,10 +52,44 @@ enum RebootAction {
     Reboot { requested: DateTime<Utc> },
 }
 
+/// What a pass ended with; recorded as `last_pass.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    UpToDate,
+    Applied,
+    Failed,
+    Interrupted,
+    InvalidEntrypoint,
+    Waiting,
+    Refused,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::UpToDate => "up-to-date",
+            Label::Applied => "applied",
+            Label::Failed => "failed",
+            Label::Interrupted => "interrupted",
+            Label::InvalidEntrypoint => "invalid-entrypoint",
+            Label::Waiting => "waiting",
+            Label::Refused => "refused",
+        }
+    }
+
+    /// Whether this pass tried a commit (ran, or refused to run, its entrypoint).
+    pub fn attempted(self) -> bool {
+        matches!(
+            self,
+            Label::Applied | Label::Failed | Label::Interrupted | Label::InvalidEntrypoint
+        )
+    }
+}
+
 /// What a pass did, for the summary line, the state file and the exit code.
 pub struct Outcome {
     pub exit: Exit,
-    pub label: &'static str,
+    pub label: Label,
     pub summary: String,
     pub remote: Option<ObjectId>,
     pub class: Option<Classification>,
@@ -131,7 +165,7 @@ fn last_pass(
         Ok(o) => (
             o.remote.map(|r| r.to_string()),
             o.class,
-            o.label.to_string(),
+            o.label.as_str().to_string(),
             None,
         ),
         Err(e) => {
@@ -225,7 +259,7 @@ fn review_reboot(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> (RebootAct
     let effective = requested + reboot::splay_offset(&reboot::machine_id(), cfg.reboot.splay);
     let grace = chrono::Duration::from_std(cfg.reboot.grace).unwrap_or(chrono::Duration::MAX);
     let verdict = reboot::decide(requested, effective, boot, now, grace, &st.reboot.done);
-    let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let when = |t: DateTime<Utc>| utc(&t);
     let detail = match verdict {
         Verdict::Spent => format!(
             "the host booted at {}, after the requested {}",
@@ -394,11 +428,8 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
         None => None,
     };
 
-    let depth = cache.known_tip(&cfg.branch).is_none().then(|| {
-        gix::remote::fetch::Shallow::DepthAtRemote(INITIAL_DEPTH.try_into().expect("non-zero"))
-    });
     debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
-    let remote = cache.fetch(&cfg.repo, &cfg.branch, depth)?.remote_tip;
+    let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed)?;
     let class = classify(cfg, &cache, deployed, remote)?;
     debug!(
         "deployed {:?}, remote {remote}: {}",
@@ -437,7 +468,7 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
                 .unwrap_or_default();
             Ok(outcome(
                 Exit::Ok,
-                "up-to-date",
+                Label::UpToDate,
                 format!(
                     "up to date at {} ({subject:?}) on {}",
                     short(&remote_hex),
@@ -452,11 +483,11 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
             };
             Ok(outcome(
                 exit,
-                "waiting",
+                Label::Waiting,
                 format!(
                     "{} has failed {failures} time(s); next retry at {} (run `gitops-run --once` to retry now)",
                     short(&remote_hex),
-                    until.format("%Y-%m-%d %H:%M:%S UTC")
+                    utc(&until)
                 ),
             ))
         }
@@ -481,7 +512,7 @@ fn pass(cfg: &Config, st: &mut State, now: DateTime<Utc>) -> Result<Outcome> {
             };
             Ok(outcome(
                 Exit::Refused,
-                "refused",
+                Label::Refused,
                 format!("{what}. Nothing was changed. Push a commit on top of {} or, to deploy {} anyway, run with --allow-rewrite", short(&d), short(&remote_hex)),
             ))
         }
@@ -517,11 +548,7 @@ fn classify(
             "history is incomplete here; fetching all of {} before concluding that it diverged",
             cfg.branch
         );
-        cache.fetch(
-            &cfg.repo,
-            &cfg.branch,
-            Some(gix::remote::fetch::Shallow::undo()),
-        )?;
+        cache.fetch(&cfg.repo, &cfg.branch, History::Full)?;
         return Ok(decide::classify(
             deployed.as_ref(),
             &remote,
@@ -565,7 +592,7 @@ fn apply(
     commit: ObjectId,
     reason: Reason,
     now: DateTime<Utc>,
-) -> Result<(Exit, &'static str, String)> {
+) -> Result<(Exit, Label, String)> {
     let hex = commit.to_string();
     let info_of = cache.commit_info(commit)?;
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
@@ -609,7 +636,7 @@ fn apply(
             prune_trees(cfg, st)?;
             return Ok((
                 Exit::EntrypointInvalid,
-                "invalid-entrypoint",
+                Label::InvalidEntrypoint,
                 format!("not running {}: {msg}", short(&hex)),
             ));
         }
@@ -689,7 +716,7 @@ fn apply(
             .unwrap_or_default();
         return Ok((
             Exit::Ok,
-            "applied",
+            Label::Applied,
             format!(
                 "applied {} {:?}{from}: {} exited 0 after {took:.2}s",
                 short(&hex),
@@ -714,7 +741,7 @@ fn apply(
     let retry = st
         .failing
         .as_ref()
-        .map(|f| f.next_retry_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|f| utc(&f.next_retry_at))
         .unwrap_or_default();
     let summary = format!(
         "{} failed for {}: {how} after {took:.2}s{kept}; next retry at {retry}; log: {}",
@@ -723,9 +750,9 @@ fn apply(
         log_path.display()
     );
     if ended == Ended::Interrupted {
-        return Ok((Exit::Interrupted, "interrupted", summary));
+        return Ok((Exit::Interrupted, Label::Interrupted, summary));
     }
-    Ok((Exit::EntrypointFailed, "failed", summary))
+    Ok((Exit::EntrypointFailed, Label::Failed, summary))
 }
 
 /// Keep the deployed tree, the last failed attempt's tree (for inspection) and
@@ -774,9 +801,4 @@ fn new_log_path(layout: &Layout, commit: &str, now: DateTime<Utc>) -> Result<Pat
         }
     }
     anyhow::bail!("too many logs for {stamp} in {}", dir.display())
-}
-
-/// The first 12 hex digits of a commit id.
-pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }

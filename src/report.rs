@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::decide::Classification;
 use crate::exit::Exit;
 use crate::notify::{self, Event, Kind, Signal, Target};
-use crate::pass::{Config, Outcome};
+use crate::pass::{Config, Label, Outcome};
 use crate::state::{AttemptResult, State};
 
 /// What the pass did, as far as a report needs to know.
@@ -36,16 +36,19 @@ pub fn deploy_signal(result: &anyhow::Result<Outcome>, st: &State) -> Signal {
             format!("error:{}", crate::exit::class_of(e).code()),
         ),
         Ok(o) => match o.label {
-            "applied" => Signal::Good(Kind::Applied),
-            "failed" | "interrupted" => Signal::Bad(Kind::Failed, failure_key("failed")),
-            "invalid-entrypoint" => Signal::Bad(Kind::InvalidEntrypoint, failure_key("invalid")),
-            "waiting" => match attempt.map(|a| a.result) {
+            Label::UpToDate => Signal::Quiet,
+            Label::Applied => Signal::Good(Kind::Applied),
+            Label::Failed | Label::Interrupted => Signal::Bad(Kind::Failed, failure_key("failed")),
+            Label::InvalidEntrypoint => {
+                Signal::Bad(Kind::InvalidEntrypoint, failure_key("invalid"))
+            }
+            Label::Waiting => match attempt.map(|a| a.result) {
                 Some(AttemptResult::InvalidEntrypoint) => {
                     Signal::Bad(Kind::InvalidEntrypoint, failure_key("invalid"))
                 }
                 _ => Signal::Bad(Kind::Failed, failure_key("failed")),
             },
-            "refused" => Signal::Bad(
+            Label::Refused => Signal::Bad(
                 Kind::Refused,
                 format!(
                     "refused:{}:{}",
@@ -53,7 +56,6 @@ pub fn deploy_signal(result: &anyhow::Result<Outcome>, st: &State) -> Signal {
                     o.remote.map(|r| r.to_string()).unwrap_or_default()
                 ),
             ),
-            _ => Signal::Quiet,
         },
     }
 }
@@ -93,7 +95,7 @@ fn event(
     let cfg = facts.cfg;
     let attempted_now = matches!(
         facts.result,
-        Ok(o) if matches!(o.label, "applied" | "failed" | "interrupted" | "invalid-entrypoint")
+        Ok(o) if o.label.attempted()
     );
     let attempt = st
         .attempt
@@ -162,7 +164,7 @@ fn event(
         result: match (facts.result, attempt) {
             (Err(_), _) => "error".into(),
             (Ok(_), Some(a)) if attempted_now => a.result.as_str().to_string(),
-            (Ok(o), _) => o.label.to_string(),
+            (Ok(o), _) => o.label.as_str().to_string(),
         },
         reason: attempt
             .map(|a| a.reason.as_str().to_string())

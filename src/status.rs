@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 use crate::decide::{Classification, Reason};
+use crate::log::{short, utc};
 use crate::state::{self, Layout, State};
 
 /// Version of the `status --json` document.
@@ -120,10 +121,6 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
     doc
 }
 
-fn when(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
 pub fn render_text(doc: &StatusDoc) -> String {
     let mut out = Vec::new();
     let Some(repo) = &doc.repo else {
@@ -143,9 +140,9 @@ pub fn render_text(doc: &StatusDoc) -> String {
             short(&d.commit),
             d.subject,
             d.commit_time
-                .map(|t| format!(" (committed {})", when(&t)))
+                .map(|t| format!(" (committed {})", utc(&t)))
                 .unwrap_or_default(),
-            when(&d.deployed_at)
+            utc(&d.deployed_at)
         ),
         None => "deployed:      nothing yet".to_string(),
     });
@@ -159,7 +156,7 @@ pub fn render_text(doc: &StatusDoc) -> String {
                 .map(|c| format!(" with exit code {c}"))
                 .unwrap_or_default(),
             a.reason.as_str(),
-            when(&a.started_at)
+            utc(&a.started_at)
         ));
     }
     if let Some(r) = &doc.remote_commit {
@@ -172,7 +169,7 @@ pub fn render_text(doc: &StatusDoc) -> String {
     if let Some(p) = &doc.last_pass {
         out.push(format!(
             "last pass:     {} took {:.2}s: {} (exit {})",
-            when(&p.started_at),
+            utc(&p.started_at),
             p.duration_ms as f64 / 1000.0,
             p.outcome,
             p.exit_code
@@ -185,7 +182,7 @@ pub fn render_text(doc: &StatusDoc) -> String {
         out.push(format!(
             "failures:      {} in a row; next retry at {}",
             doc.consecutive_failures,
-            doc.next_retry_at.map(|t| when(&t)).unwrap_or_default()
+            doc.next_retry_at.map(|t| utc(&t)).unwrap_or_default()
         ));
     }
     if let Some(r) = &doc.reboot {
@@ -193,7 +190,7 @@ pub fn render_text(doc: &StatusDoc) -> String {
             "reboot:        {}{}: {}",
             r.status,
             r.requested_at
-                .map(|t| format!(" (requested {})", when(&t)))
+                .map(|t| format!(" (requested {})", utc(&t)))
                 .unwrap_or_default(),
             r.detail
         ));
@@ -202,10 +199,6 @@ pub fn render_text(doc: &StatusDoc) -> String {
         out.push(format!("last log:      {}", l.display()));
     }
     out.join("\n") + "\n"
-}
-
-fn short(c: &str) -> &str {
-    &c[..c.len().min(12)]
 }
 
 /// Print the status of the state directory at `layout`.

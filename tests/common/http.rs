@@ -205,7 +205,7 @@ impl Drop for HttpGitServer {
 }
 
 /// `git http-backend` inside `git --exec-path`.
-fn http_backend_path() -> PathBuf {
+pub(crate) fn http_backend_path() -> PathBuf {
     let output = Command::new("git")
         .arg("--exec-path")
         .output()

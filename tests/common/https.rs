@@ -101,7 +101,7 @@ impl HttpsGitServer {
         for path in [&base, &project_root] {
             check_config_safe(path);
         }
-        let backend = http_backend_path();
+        let backend = super::http::http_backend_path();
         check_config_safe(&backend);
 
         make_certificates(&openssl, &base);
@@ -300,23 +300,6 @@ fn check_config_safe(path: &Path) {
         !text.contains(['"', '\\', '$', '\n']),
         "path {text:?} cannot be written into nginx.conf"
     );
-}
-
-/// `git http-backend` inside `git --exec-path`.
-fn http_backend_path() -> PathBuf {
-    let output = Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .expect("run git --exec-path");
-    assert!(output.status.success(), "git --exec-path failed");
-    let exec_path = String::from_utf8(output.stdout).expect("UTF-8 git exec path");
-    let backend = Path::new(exec_path.trim()).join("git-http-backend");
-    assert!(
-        backend.is_file(),
-        "git http-backend not found at {}",
-        backend.display()
-    );
-    backend
 }
 
 /// Runs `openssl ARGS` in `dir`, feeding `stdin`; panics with its stderr on
