@@ -39,6 +39,15 @@ pub fn emit(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
+/// Fold multi-line messages (gix prints credential contexts over several lines).
+pub fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The first 12 hex digits of a commit id, as every message shows it.
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
@@ -53,6 +62,10 @@ pub fn line(msg: impl std::fmt::Display) {
     emit(&format!("gitops-run: {}", scrub(&msg.to_string())));
 }
 
+pub fn warn_line(msg: impl std::fmt::Display) {
+    emit(&format!("gitops-run: warning: {}", scrub(&msg.to_string())));
+}
+
 pub fn debug_line(msg: impl std::fmt::Display) {
     if verbose() {
         emit(&format!("gitops-run: debug: {}", scrub(&msg.to_string())));
@@ -62,8 +75,12 @@ pub fn debug_line(msg: impl std::fmt::Display) {
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::line(format_args!($($arg)*)) };
 }
+macro_rules! warning {
+    ($($arg:tt)*) => { $crate::log::warn_line(format_args!($($arg)*)) };
+}
 macro_rules! debug {
     ($($arg:tt)*) => { $crate::log::debug_line(format_args!($($arg)*)) };
 }
 pub(crate) use debug;
 pub(crate) use info;
+pub(crate) use warning as warn;

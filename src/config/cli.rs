@@ -1,13 +1,14 @@
-//! Command line, environment and `--config` file, merged with the precedence
-//! flag > environment > file, into one [`Settings`].
+//! The command line: options, their environment variables and defaults, and the
+//! subcommands; merged with the `--config` file with the precedence flag >
+//! environment > file.
 
-use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::exit::{fail, Classify, Exit, EXIT_CODES_HELP};
+use crate::exit::{fail, Exit, EXIT_CODES_HELP};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,7 +50,7 @@ pub struct CommonArgs {
     pub state_dir: PathBuf,
 
     /// Print debug detail
-    #[arg(short, long, env = "GITOPS_VERBOSE", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(short, long, env = "GITOPS_VERBOSE", global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub verbose: bool,
 }
 
@@ -94,7 +95,7 @@ pub struct PassArgs {
     pub known_hosts: Option<PathBuf>,
 
     /// Deploy the remote commit even when upstream history was rewritten
-    #[arg(long, env = "GITOPS_ALLOW_REWRITE", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "GITOPS_ALLOW_REWRITE", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_rewrite: bool,
 
     /// Reboot request file in the deployed tree, relative to the repository root
@@ -164,7 +165,7 @@ pub enum Command {
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
-        what: crate::generate::What,
+        what: What,
         /// Output directory
         dir: PathBuf,
     },
@@ -174,6 +175,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    /// gitops-run.8
+    Man,
+    /// gitops-run.bash, _gitops-run (zsh), gitops-run.fish
+    Completions,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -204,31 +214,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_VERBOSE",
 ];
 
-/// Parse the command line; when a config file is named, load it underneath the
-/// environment and parse again, so flag > environment > file holds for every key.
-pub fn parse() -> Result<Cli> {
-    let cli = parse_from(std::env::args_os())?;
-    let Some(path) = cli.common.config.clone() else {
-        return Ok(cli);
-    };
-    let entries = read_config_file(&path)?;
-    for (key, value) in entries {
-        if std::env::var_os(&key).is_none() {
-            std::env::set_var(&key, value);
-        }
-    }
-    parse_from(std::env::args_os())
-}
-
-fn parse_from<I, T>(args: I) -> Result<Cli>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
+pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {
     let matches = Cli::command()
         .try_get_matches_from(args)
         .map_err(clap_error)?;
-    Cli::from_arg_matches(&matches).map_err(clap_error)
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
+    Ok((cli, matches))
 }
 
 /// Help and version are printed by clap and end the process with 0; real usage
@@ -249,86 +240,9 @@ fn clap_error(err: clap::Error) -> anyhow::Error {
     }
 }
 
-/// Read `KEY=VALUE` lines. Blank lines and `#` comments are allowed; values may be
-/// wrapped in single or double quotes. Unknown keys are an error that names them.
-pub fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))
-        .class(Exit::Usage)?;
-    parse_config(&text).map_err(|msg| {
-        fail(
-            Exit::Usage,
-            format!("config file {}: {msg}", path.display()),
-        )
-    })
-}
-
-pub fn parse_config(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("line {n}: expected KEY=VALUE, found {line:?}"));
-        };
-        let key = key.trim();
-        if key == "GITOPS_CONFIG" {
-            return Err(format!(
-                "line {n}: GITOPS_CONFIG cannot be set from a config file"
-            ));
-        }
-        if !CONFIG_KEYS.contains(&key) {
-            return Err(format!(
-                "line {n}: unknown key {key:?} (known keys: {})",
-                CONFIG_KEYS.join(", ")
-            ));
-        }
-        let value = value.trim();
-        let value = unquote(value)
-            .ok_or_else(|| format!("line {n}: unbalanced quotes in the value of {key}"))?;
-        out.insert(key.to_string(), value.to_string());
-    }
-    Ok(out)
-}
-
-fn unquote(v: &str) -> Option<&str> {
-    for q in ['"', '\''] {
-        if let Some(rest) = v.strip_prefix(q) {
-            return rest.strip_suffix(q);
-        }
-    }
-    if v.ends_with('"') || v.ends_with('\'') {
-        return None;
-    }
-    Some(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_accepts_comments_quotes_and_blank_lines() {
-        let cfg = parse_config("# a comment\n\nGITOPS_REPO=https://example.com/r.git\nGITOPS_BRANCH = \"prod\"\nGITOPS_TIMEOUT='5m'\n").unwrap();
-        assert_eq!(cfg["GITOPS_REPO"], "https://example.com/r.git");
-        assert_eq!(cfg["GITOPS_BRANCH"], "prod");
-        assert_eq!(cfg["GITOPS_TIMEOUT"], "5m");
-    }
-
-    #[test]
-    fn config_names_unknown_key_and_bad_line() {
-        let err = parse_config("GITOPS_REPO=x\nGITOPS_BRANHC=main\n").unwrap_err();
-        assert!(
-            err.contains("line 2") && err.contains("GITOPS_BRANHC"),
-            "{err}"
-        );
-        let err = parse_config("just words\n").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
-        assert!(parse_config("GITOPS_BRANCH=\"main\n").is_err());
-    }
 
     #[test]
     fn every_config_key_is_an_option_of_the_cli() {

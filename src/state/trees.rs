@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::{sync_dir, Layout};
 use crate::git::{Cache, ObjectId};
 use crate::log::debug;
-use crate::state::{sync_dir, Layout};
 
 /// Prefix of anything half-made by a pass; the next pass removes such leftovers.
 const TMP_PREFIX: &str = ".tmp-";

@@ -1,10 +1,23 @@
-//! The repository URL: validation, normalisation of local paths, and redaction
-//! of credentials for everything that is printed, stored or passed on.
+//! The repository URL: validation, its transport, normalisation of local paths,
+//! and redaction of credentials for everything that is printed, stored or passed on.
 
 use anyhow::Result;
 use std::path::Path;
 
 use crate::exit::{fail, Exit};
+
+/// How a repository is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Https,
+    Http,
+    /// `ssh://` and scp-like `user@host:path`: the system `ssh`.
+    Ssh,
+    /// The git protocol (`git://`).
+    Git,
+    /// `file://` and local paths: `git-upload-pack` on this host.
+    File,
+}
 
 /// A repository location as configured, with what may be shown of it.
 #[derive(Debug, Clone)]
@@ -15,6 +28,7 @@ pub struct RepoUrl {
     pub redacted: String,
     /// The secret parts of `raw`, to scrub from any message that might echo them.
     pub secrets: Vec<String>,
+    transport: Transport,
 }
 
 impl RepoUrl {
@@ -25,7 +39,7 @@ impl RepoUrl {
         if text.is_empty() {
             return Err(fail(Exit::Usage, "the repository URL is empty"));
         }
-        let raw = if let Some((scheme, rest)) = text.split_once("://") {
+        let (raw, transport) = if let Some((scheme, rest)) = text.split_once("://") {
             match scheme {
                 "https" | "http" | "ssh" | "git" | "file" => {}
                 _ => {
@@ -45,9 +59,16 @@ impl RepoUrl {
                     format!("malformed repository URL {}: no host", redact(text)),
                 ));
             }
-            text.to_string()
+            let transport = match scheme {
+                "https" => Transport::Https,
+                "http" => Transport::Http,
+                "ssh" => Transport::Ssh,
+                "git" => Transport::Git,
+                _ => Transport::File,
+            };
+            (text.to_string(), transport)
         } else if is_scp_like(text) {
-            text.to_string()
+            (text.to_string(), Transport::Ssh)
         } else {
             let p = Path::new(text);
             let abs = if p.is_absolute() {
@@ -55,7 +76,7 @@ impl RepoUrl {
             } else {
                 cwd.join(p)
             };
-            abs.to_string_lossy().into_owned()
+            (abs.to_string_lossy().into_owned(), Transport::File)
         };
         if raw.starts_with("http://") && userinfo(&raw).is_some() {
             return Err(fail(
@@ -76,11 +97,16 @@ impl RepoUrl {
             redacted: redact(&raw),
             secrets: secrets_of(&raw),
             raw,
+            transport,
         })
     }
 }
 
 impl RepoUrl {
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// What identifies the repository in the state file: the redacted URL, with
     /// `file://` and trailing slashes removed so `/srv/r` and `file:///srv/r/` agree.
     pub fn identity(&self) -> String {
@@ -203,6 +229,23 @@ mod tests {
             RepoUrl::parse(ok, cwd).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
         }
         assert_eq!(RepoUrl::parse("repos/r", cwd).unwrap().raw, "/srv/repos/r");
+    }
+
+    #[test]
+    fn each_form_knows_its_transport() {
+        let cwd = Path::new("/srv");
+        for (url, t) in [
+            ("https://example.com/r.git", Transport::Https),
+            ("http://127.0.0.1:8080/r.git", Transport::Http),
+            ("ssh://git@example.com:2222/r.git", Transport::Ssh),
+            ("git@example.com:ops/r.git", Transport::Ssh),
+            ("git://example.com/r.git", Transport::Git),
+            ("file:///srv/r.git", Transport::File),
+            ("/srv/r.git", Transport::File),
+            ("repos/r", Transport::File),
+        ] {
+            assert_eq!(RepoUrl::parse(url, cwd).unwrap().transport(), t, "{url}");
+        }
     }
 
     #[test]

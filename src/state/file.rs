@@ -1,13 +1,15 @@
-//! The state directory: its layout, its safety checks, and `state.json`, the only
-//! memory between passes (written with temp file + fsync + rename).
+//! `state.json`, the memory between passes: what is deployed, what was tried, how a
+//! failing commit backs off, reboots carried out and open alerts. Written whole,
+//! atomically; a file this build cannot read is an error, never silently reset.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::write_atomically;
+use crate::decide::outcome::Label;
+use crate::decide::reboot::RebootState;
 use crate::decide::{Classification, Failing, Reason};
 use crate::exit::{fail, Classify, Exit};
 
@@ -15,89 +17,6 @@ use crate::exit::{fail, Classify, Exit};
 pub const STATE_FORMAT: u32 = 1;
 /// How many previously deployed commits `state.json` remembers.
 pub const MAX_HISTORY: usize = 20;
-
-/// Paths inside the state directory.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-}
-
-impl Layout {
-    pub fn new(root: &Path) -> Layout {
-        Layout {
-            root: root.to_path_buf(),
-        }
-    }
-    pub fn lock(&self) -> PathBuf {
-        self.root.join("lock")
-    }
-    pub fn state_file(&self) -> PathBuf {
-        self.root.join("state.json")
-    }
-    pub fn cache(&self) -> PathBuf {
-        self.root.join("cache.git")
-    }
-    pub fn trees(&self) -> PathBuf {
-        self.root.join("trees")
-    }
-    pub fn tree(&self, commit: &str) -> PathBuf {
-        self.trees().join(commit)
-    }
-    pub fn current(&self) -> PathBuf {
-        self.root.join("current")
-    }
-    pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
-}
-
-/// Create the state directory if needed (mode 0700) and refuse one that another
-/// user owns or that others may write to: it holds what runs as root.
-pub fn prepare_dir(root: &Path) -> Result<()> {
-    if !root.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .with_context(|| format!("failed to create state directory {}", root.display()))
-            .class(Exit::State)?;
-    }
-    check_dir_safety(root)
-}
-
-pub fn check_dir_safety(root: &Path) -> Result<()> {
-    let meta = std::fs::metadata(root)
-        .with_context(|| format!("failed to read state directory {}", root.display()))
-        .class(Exit::State)?;
-    if !meta.is_dir() {
-        return Err(fail(
-            Exit::State,
-            format!("state directory {} is not a directory", root.display()),
-        ));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(fail(
-            Exit::State,
-            format!(
-                "state directory {} is owned by uid {}, not by uid {me} running gitops-run; fix with chown or use another --state-dir",
-                root.display(),
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(fail(
-            Exit::State,
-            format!(
-                "state directory {} is writable by group or others (mode {:o}); fix with chmod 700",
-                root.display(),
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// A commit that is (or was) deployed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,7 +85,7 @@ pub struct LastPass {
     pub duration_ms: u64,
     pub remote_commit: Option<String>,
     pub classification: Option<Classification>,
-    pub outcome: String,
+    pub outcome: Label,
     pub exit_code: u8,
     pub error: Option<String>,
 }
@@ -187,26 +106,7 @@ pub struct State {
     #[serde(default)]
     pub reboot: RebootState,
     #[serde(default)]
-    pub notify: crate::notify::NotifyState,
-}
-
-/// Reboot requests: the one seen by the last pass, and those carried out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootState {
-    pub request: Option<RebootRequest>,
-    /// Requested times of reboots carried out, newest first: never carried out twice.
-    #[serde(default)]
-    pub done: Vec<DateTime<Utc>>,
-}
-
-/// The request found in the deployed tree and what was made of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootRequest {
-    /// `pending`, `rebooting`, `done`, `spent`, `missed` or `invalid`.
-    pub status: String,
-    pub requested_at: Option<DateTime<Utc>>,
-    pub effective_at: Option<DateTime<Utc>>,
-    pub detail: String,
+    pub notify: crate::notify::gate::NotifyState,
 }
 
 impl State {
@@ -302,20 +202,6 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
         .with_context(|| format!("failed to write state file {}", path.display()))
 }
 
-pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("failed to fsync directory {}", dir.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,16 +246,5 @@ mod tests {
             assert_eq!(crate::exit::class_of(&err), Exit::State);
             assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
         }
-    }
-
-    #[test]
-    fn unsafe_directories_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = check_dir_safety(dir.path()).unwrap_err();
-        assert!(format!("{err:#}").contains("writable by group or others"));
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        check_dir_safety(dir.path()).unwrap();
     }
 }

@@ -6,16 +6,8 @@ use clap::CommandFactory;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use std::path::Path;
 
-use crate::cli::Cli;
+use super::cli::{Cli, What};
 use crate::exit::EXIT_CODES_HELP;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum What {
-    /// gitops-run.8
-    Man,
-    /// gitops-run.bash, _gitops-run (zsh), gitops-run.fish
-    Completions,
-}
 
 /// Environment variables read besides the options' own (which the OPTIONS section lists).
 const OTHER_ENVIRONMENT: &[(&str, &str)] = &[
@@ -119,7 +111,7 @@ mod tests {
         let mut out = Vec::new();
         man_page(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        for key in crate::cli::CONFIG_KEYS {
+        for key in crate::config::cli::CONFIG_KEYS {
             assert!(text.contains(key), "{key} missing from the man page");
         }
         for code in ["0", "1", "2", "3", "4", "5", "6", "7", "8", "130"] {

@@ -2,25 +2,24 @@
 //! group, a timeout, a documented environment), and where its output goes.
 
 use anyhow::{Context, Result};
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::host::signals::{stop_requested, StopSignals};
+use crate::host::{boot_id, process_start_ticks};
 use crate::log::{debug, info};
 
 /// Time between SIGTERM and SIGKILL when the entrypoint must stop.
 pub const KILL_GRACE_SECS: u64 = 10;
 /// Largest entrypoint log kept on disk per attempt; the rest still reaches stderr.
 pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
-/// How many entrypoint logs are kept in `<state-dir>/logs`.
-pub const MAX_LOGS: usize = 10;
 /// How long to wait for output after the entrypoint exited, in case a background
 /// child it left behind still holds the pipes open.
 pub const OUTPUT_DRAIN_MS: u64 = 2000;
@@ -109,63 +108,6 @@ pub struct Spec<'a> {
     pub timeout: Duration,
     pub log: &'a Path,
     pub header: String,
-}
-
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: nix::libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
-}
-
-extern "C" fn on_hangup(_: nix::libc::c_int) {}
-
-/// A pass typed in an ssh session must not die half-way when the session drops:
-/// SIGHUP gets a handler that does nothing for the whole pass. (A handler, not
-/// SIG_IGN: an ignored signal stays ignored across exec, and daemons the entrypoint
-/// starts must still be able to reload on SIGHUP.) The entrypoint runs in its own
-/// process group, so the terminal's SIGHUP does not reach it either.
-pub fn survive_hangup() {
-    // SAFETY: the handler does nothing, which is async-signal-safe.
-    let _ = unsafe { signal::signal(Signal::SIGHUP, SigHandler::Handler(on_hangup)) };
-}
-
-extern "C" fn exit_cleanly(_: nix::libc::c_int) {
-    // SAFETY: _exit is async-signal-safe; everything worth keeping is on disk.
-    unsafe { nix::libc::_exit(0) }
-}
-
-/// Once the state is saved and the reboot command has been started, the system going
-/// down stops this unit with SIGTERM before the pass can exit by itself. That is the
-/// expected end of a rebooting pass, not a failure: exit 0 on it.
-pub fn exit_cleanly_on_term() {
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only calls _exit.
-        let _ = unsafe { signal::signal(sig, SigHandler::Handler(exit_cleanly)) };
-    }
-}
-
-/// While alive, SIGINT and SIGTERM only set a flag, so the entrypoint's process group
-/// can be stopped cleanly and the attempt recorded.
-struct StopSignals;
-
-impl StopSignals {
-    fn install() -> StopSignals {
-        STOP_REQUESTED.store(false, Ordering::SeqCst);
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            let _ = unsafe { signal::signal(sig, SigHandler::Handler(on_stop_signal)) };
-        }
-        StopSignals
-    }
-}
-
-impl Drop for StopSignals {
-    fn drop(&mut self) {
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
-            // SAFETY: restoring the default disposition.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
-        }
-    }
 }
 
 /// Where the entrypoint's output goes: our stderr (the journal) and a capped log file.
@@ -280,7 +222,7 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
         let now = Instant::now();
         match stopping {
             None => {
-                let why = if STOP_REQUESTED.load(Ordering::SeqCst) {
+                let why = if stop_requested() {
                     Some(Ended::Interrupted)
                 } else if now >= deadline {
                     Some(Ended::TimedOut)
@@ -340,19 +282,6 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
     })
 }
 
-/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
-pub fn process_start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
-}
-
-pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 /// Stop what is left of an entrypoint whose pass was killed: the process group of
 /// `pid`, if it is the same process (same boot, same start time) or if only the rest
 /// of its group remains (a pid cannot be reused while its group still exists).
@@ -376,36 +305,6 @@ pub fn stop_orphan(pid: i32, start_ticks: Option<u64>, boot: Option<&str>) -> bo
     }
     let _ = signal::killpg(pgid, Signal::SIGKILL);
     true
-}
-
-/// Keep the newest `MAX_LOGS` logs, oldest by modification time removed first (names,
-/// which start with a UTC timestamp, break ties).
-pub fn prune_logs(dir: &Path, keep: &[PathBuf]) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().map(|e| e == "log").unwrap_or(false))
-        .map(|p| {
-            let t = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (t, p)
-        })
-        .collect();
-    logs.sort();
-    let mut excess = logs.len().saturating_sub(MAX_LOGS);
-    for (_, old) in logs {
-        if excess == 0 {
-            break;
-        }
-        if !keep.contains(&old) {
-            let _ = std::fs::remove_file(old);
-            excess -= 1;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -459,31 +358,5 @@ mod tests {
         assert_eq!(Ended::Signaled(9).code(), Some(137));
         assert_eq!(Ended::TimedOut.code(), None);
         assert!(Ended::Exited(0).success() && !Ended::Exited(1).success());
-    }
-
-    #[test]
-    fn prune_logs_removes_the_oldest_by_time_not_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = std::time::SystemTime::now();
-        // Names sort the opposite way to their ages.
-        let mut paths = Vec::new();
-        for i in 0..(MAX_LOGS + 3) {
-            let p = dir.path().join(format!("{:03}.log", 100 - i));
-            let f = std::fs::File::create(&p).unwrap();
-            f.set_modified(now - std::time::Duration::from_secs(1000 - i as u64))
-                .unwrap();
-            paths.push(p);
-        }
-        prune_logs(dir.path(), &[]);
-        for (i, p) in paths.iter().enumerate() {
-            assert_eq!(p.exists(), i >= 3, "{}", p.display());
-        }
-    }
-
-    #[test]
-    fn reads_own_start_ticks() {
-        let me = std::process::id() as i32;
-        assert!(process_start_ticks(me).is_some());
-        assert_eq!(process_start_ticks(me), process_start_ticks(me));
     }
 }

@@ -29,7 +29,7 @@ pub struct StatusDoc {
     pub next_retry_at: Option<DateTime<Utc>>,
     pub last_log: Option<PathBuf>,
     /// The reboot request in the deployed tree as the last pass saw it.
-    pub reboot: Option<crate::state::RebootRequest>,
+    pub reboot: Option<crate::decide::reboot::RebootRequest>,
     /// Requested times of reboots carried out, newest first.
     pub reboots_done: Vec<DateTime<Utc>>,
 }
@@ -70,7 +70,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         repo: None,
         branch: None,
         deployed: None,
-        current: crate::trees::current_commit(layout),
+        current: crate::state::trees::current_commit(layout),
         last_attempt: None,
         remote_commit: None,
         classification: None,
@@ -107,7 +107,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         doc.last_pass = Some(PassDoc {
             started_at: p.started_at,
             duration_ms: p.duration_ms,
-            outcome: p.outcome.clone(),
+            outcome: p.outcome.as_str().to_string(),
             exit_code: p.exit_code,
             error: p.error.clone(),
         });
@@ -188,7 +188,7 @@ pub fn render_text(doc: &StatusDoc) -> String {
     if let Some(r) = &doc.reboot {
         out.push(format!(
             "reboot:        {}{}: {}",
-            r.status,
+            r.status.as_str(),
             r.requested_at
                 .map(|t| format!(" (requested {})", utc(&t)))
                 .unwrap_or_default(),

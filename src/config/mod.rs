@@ -1,0 +1,258 @@
+//! Configuration: the command line, the environment and the `--config` file,
+//! resolved once (flag > environment > file) into a typed [`Settings`] that the
+//! rest of the program reads. Also the man page and completions derived from it.
+
+pub mod cli;
+mod file;
+pub mod generate;
+
+use anyhow::Result;
+use clap::parser::ValueSource;
+use clap::CommandFactory;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::exit::{fail, Exit};
+use crate::git::{RepoUrl, SshOptions};
+use crate::notify::Target;
+
+/// Everything the program was asked to do, resolved and validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// Absolute path of the state directory.
+    pub state_dir: PathBuf,
+    pub verbose: bool,
+    pub action: Action,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Pass(Box<PassSettings>),
+    Status { json: bool },
+    Generate { what: cli::What, dir: PathBuf },
+}
+
+/// What one pass needs to know.
+#[derive(Debug, Clone)]
+pub struct PassSettings {
+    pub repo: RepoUrl,
+    pub branch: String,
+    pub entrypoint: String,
+    pub timeout: Duration,
+    pub ssh: SshOptions,
+    pub allow_rewrite: bool,
+    pub keep_trees: u32,
+    /// `--once`: retry a failing commit now instead of waiting for its backoff.
+    pub once: bool,
+    pub reboot: RebootSettings,
+    /// Where to send notifications; `None` when no webhook is configured.
+    pub notify: Option<Target>,
+}
+
+/// Where reboot requests are read from and how a reboot is carried out.
+#[derive(Debug, Clone)]
+pub struct RebootSettings {
+    pub file: String,
+    pub command: String,
+    pub grace: Duration,
+    pub splay: Duration,
+}
+
+/// Parse `args`; when a config file is named, parse again with the file's values
+/// added as flags for every option that neither a flag nor the environment set, so
+/// flag > environment > file holds for every key. The process environment is
+/// never written.
+fn parse(args: Vec<OsString>) -> Result<cli::Cli> {
+    let (cli, matches) = cli::parse_from(args.clone())?;
+    let Some(path) = cli.common.config.clone() else {
+        return Ok(cli);
+    };
+    let entries = file::read(&path)?;
+    let cmd = cli::Cli::command();
+    let mut injected = Vec::new();
+    for (key, value) in entries {
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == key.as_str()))
+        else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let given = matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) || matches.subcommand().is_some_and(|(_, sub)| {
+            sub.ids().any(|i| i.as_str() == id)
+                && matches!(
+                    sub.value_source(id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+        });
+        if given {
+            continue;
+        }
+        let long = arg
+            .get_long()
+            .expect("options from the file have a long name");
+        let mut flag = OsString::from(format!("--{long}="));
+        flag.push(value);
+        injected.push(flag);
+    }
+    let mut with_file = Vec::with_capacity(args.len() + injected.len());
+    let mut args = args.into_iter();
+    with_file.extend(args.next());
+    with_file.extend(injected);
+    with_file.extend(args);
+    Ok(cli::parse_from(with_file)?.0)
+}
+
+/// Resolve `args` (with the environment and the config file) into settings.
+/// `cwd` makes relative paths absolute; `credentials_dir` is systemd's
+/// `$CREDENTIALS_DIRECTORY`.
+pub fn resolve(
+    args: Vec<OsString>,
+    cwd: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<Settings> {
+    let cli = parse(args)?;
+    let state_dir = if cli.common.state_dir.is_absolute() {
+        cli.common.state_dir.clone()
+    } else {
+        cwd.join(&cli.common.state_dir)
+    };
+    let action = match cli.command {
+        Some(cli::Command::Status { json }) => Action::Status { json },
+        Some(cli::Command::Generate { what, dir }) => Action::Generate { what, dir },
+        None => Action::Pass(Box::new(pass_settings(cli.pass, cwd, credentials_dir)?)),
+    };
+    Ok(Settings {
+        state_dir,
+        verbose: cli.common.verbose,
+        action,
+    })
+}
+
+fn pass_settings(
+    p: cli::PassArgs,
+    cwd: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<PassSettings> {
+    let Some(repo) = p.repo.as_deref() else {
+        return Err(fail(Exit::Usage, "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it"));
+    };
+    let repo = RepoUrl::parse(repo, cwd)?;
+    if p.branch.trim().is_empty()
+        || gix::validate::reference::name_partial(p.branch.as_str().into()).is_err()
+    {
+        return Err(fail(
+            Exit::Usage,
+            format!("invalid branch name {:?}", p.branch),
+        ));
+    }
+    let notify = crate::notify::resolve(
+        p.webhook_url.clone(),
+        p.webhook_url_file.as_deref(),
+        credentials_dir,
+        p.webhook_secret_file.as_deref(),
+        p.webhook_format,
+        p.webhook_timeout,
+        p.webhook_reminder,
+    );
+    Ok(PassSettings {
+        repo,
+        branch: p.branch,
+        entrypoint: p.entrypoint,
+        timeout: p.timeout,
+        ssh: SshOptions {
+            key: p.ssh_key,
+            known_hosts: p.known_hosts,
+        },
+        allow_rewrite: p.allow_rewrite,
+        keep_trees: p.keep_trees,
+        once: p.once,
+        reboot: RebootSettings {
+            file: p.reboot_file,
+            command: p
+                .reboot_command
+                .unwrap_or_else(crate::host::default_reboot_command),
+            grace: p.reboot_grace,
+            splay: p.reboot_splay,
+        },
+        notify,
+    })
+}
+
+impl PassSettings {
+    /// Strings that must never be printed: URL credentials, the webhook URL.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = self.repo.secrets.clone();
+        if let Some(w) = &self.notify {
+            out.extend(crate::notify::secrets_of(&w.url));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("gitops-run")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn config_file_values_fill_only_what_flags_did_not_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        std::fs::write(
+            &file,
+            "GITOPS_REPO=/srv/from-file\nGITOPS_BRANCH=prod\nGITOPS_ALLOW_REWRITE=yes\nGITOPS_TIMEOUT=5m\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = resolve(
+            args(&["--config", f, "--branch", "flag"]),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        let Action::Pass(p) = s.action else {
+            panic!("a pass")
+        };
+        assert_eq!(p.repo.raw, "/srv/from-file");
+        assert_eq!(p.branch, "flag", "the flag wins over the file");
+        assert!(p.allow_rewrite);
+        assert_eq!(p.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn config_file_values_reach_subcommands_without_being_their_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        std::fs::write(&file, "GITOPS_REPO=/srv/r\nGITOPS_STATE_DIR=/srv/state\n").unwrap();
+        let s = resolve(
+            args(&["status", "--json", "--config", file.to_str().unwrap()]),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.state_dir, Path::new("/srv/state"));
+        assert!(matches!(s.action, Action::Status { json: true }));
+    }
+
+    #[test]
+    fn relative_state_dir_is_made_absolute() {
+        let s = resolve(
+            args(&["status", "--state-dir", "st"]),
+            Path::new("/work"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.state_dir, Path::new("/work/st"));
+    }
+}

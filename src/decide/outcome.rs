@@ -1,0 +1,236 @@
+//! From what a pass did to its exit code, its label in `state.json` and `status`,
+//! and the deployment channel's notification signal: the one place that mapping
+//! is written.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Classification, Kind, Signal};
+use crate::exit::Exit;
+
+/// What the part of a pass from the fetch to the entrypoint ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The remote tip is deployed; nothing ran.
+    UpToDate,
+    /// The entrypoint of a new commit exited 0 and the commit is deployed.
+    Applied,
+    /// The entrypoint of `commit` failed (exit status, signal, timeout).
+    Failed { commit: String },
+    /// The pass was stopped by SIGINT/SIGTERM while the entrypoint of `commit` ran.
+    Interrupted { commit: String },
+    /// The entrypoint of `commit` is missing, not executable or outside the tree.
+    InvalidEntrypoint { commit: String },
+    /// `commit` failed before and waits for its retry; `invalid` when it failed
+    /// because its entrypoint is invalid.
+    Waiting { commit: String, invalid: bool },
+    /// Upstream history was rewritten and the pass refused to follow it.
+    Refused {
+        class: Classification,
+        remote: String,
+    },
+    /// An error of the given class ended the pass early.
+    Error(Exit),
+}
+
+/// A pass's label: `last_pass.outcome` in `state.json` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Label {
+    UpToDate,
+    Applied,
+    Failed,
+    Interrupted,
+    InvalidEntrypoint,
+    Waiting,
+    Refused,
+    Error,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::UpToDate => "up-to-date",
+            Label::Applied => "applied",
+            Label::Failed => "failed",
+            Label::Interrupted => "interrupted",
+            Label::InvalidEntrypoint => "invalid-entrypoint",
+            Label::Waiting => "waiting",
+            Label::Refused => "refused",
+            Label::Error => "error",
+        }
+    }
+
+    /// Whether this pass tried a commit (ran, or refused to run, its entrypoint).
+    pub fn attempted(self) -> bool {
+        matches!(
+            self,
+            Label::Applied | Label::Failed | Label::Interrupted | Label::InvalidEntrypoint
+        )
+    }
+}
+
+/// The exit code, label and deployment signal of a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub label: Label,
+    pub signal: Signal,
+}
+
+/// Map what happened to the pass's outcome. An invalid reboot request turns an
+/// otherwise clean pass into exit 8; it never hides another failure.
+pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
+    let failed = |commit: &str| Signal::Bad(Kind::Failed, format!("failed:{commit}"));
+    let invalid = |commit: &str| Signal::Bad(Kind::InvalidEntrypoint, format!("invalid:{commit}"));
+    let (exit, label, signal) = match ended {
+        Ended::UpToDate => (Exit::Ok, Label::UpToDate, Signal::Quiet),
+        Ended::Applied => (Exit::Ok, Label::Applied, Signal::Good(Kind::Applied)),
+        Ended::Failed { commit } => (Exit::EntrypointFailed, Label::Failed, failed(commit)),
+        Ended::Interrupted { commit } => (Exit::Interrupted, Label::Interrupted, failed(commit)),
+        Ended::InvalidEntrypoint { commit } => (
+            Exit::EntrypointInvalid,
+            Label::InvalidEntrypoint,
+            invalid(commit),
+        ),
+        Ended::Waiting {
+            commit,
+            invalid: true,
+        } => (Exit::EntrypointInvalid, Label::Waiting, invalid(commit)),
+        Ended::Waiting { commit, .. } => (Exit::EntrypointFailed, Label::Waiting, failed(commit)),
+        Ended::Refused { class, remote } => (
+            Exit::Refused,
+            Label::Refused,
+            Signal::Bad(
+                Kind::Refused,
+                format!("refused:{}:{remote}", class.as_str()),
+            ),
+        ),
+        Ended::Error(exit) => (
+            *exit,
+            Label::Error,
+            Signal::Bad(Kind::Error, format!("error:{}", exit.code())),
+        ),
+    };
+    let exit = if reboot_invalid && exit == Exit::Ok {
+        Exit::Reboot
+    } else {
+        exit
+    };
+    Outcome {
+        exit,
+        label,
+        signal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(e: Ended) -> (u8, &'static str, Signal) {
+        let o = outcome(&e, false);
+        (o.exit.code(), o.label.as_str(), o.signal)
+    }
+
+    #[test]
+    fn every_ending_has_its_code_label_and_signal() {
+        let c = || "c0ffee".to_string();
+        assert_eq!(of(Ended::UpToDate), (0, "up-to-date", Signal::Quiet));
+        assert_eq!(
+            of(Ended::Applied),
+            (0, "applied", Signal::Good(Kind::Applied))
+        );
+        assert_eq!(
+            of(Ended::Failed { commit: c() }),
+            (
+                5,
+                "failed",
+                Signal::Bad(Kind::Failed, "failed:c0ffee".into())
+            )
+        );
+        assert_eq!(
+            of(Ended::Interrupted { commit: c() }),
+            (
+                130,
+                "interrupted",
+                Signal::Bad(Kind::Failed, "failed:c0ffee".into())
+            )
+        );
+        assert_eq!(
+            of(Ended::InvalidEntrypoint { commit: c() }),
+            (
+                6,
+                "invalid-entrypoint",
+                Signal::Bad(Kind::InvalidEntrypoint, "invalid:c0ffee".into())
+            )
+        );
+        assert_eq!(
+            of(Ended::Refused {
+                class: Classification::Diverged,
+                remote: c()
+            }),
+            (
+                4,
+                "refused",
+                Signal::Bad(Kind::Refused, "refused:diverged:c0ffee".into())
+            )
+        );
+        assert_eq!(
+            of(Ended::Error(Exit::Fetch)),
+            (3, "error", Signal::Bad(Kind::Error, "error:3".into()))
+        );
+    }
+
+    #[test]
+    fn waiting_keeps_the_kind_of_the_failure_it_waits_after() {
+        assert_eq!(
+            of(Ended::Waiting {
+                commit: "a".into(),
+                invalid: false
+            }),
+            (5, "waiting", Signal::Bad(Kind::Failed, "failed:a".into()))
+        );
+        assert_eq!(
+            of(Ended::Waiting {
+                commit: "a".into(),
+                invalid: true
+            }),
+            (
+                6,
+                "waiting",
+                Signal::Bad(Kind::InvalidEntrypoint, "invalid:a".into())
+            ),
+            "the same key as the invalid attempt: a wait is not a new failure"
+        );
+    }
+
+    #[test]
+    fn an_invalid_reboot_request_only_changes_a_clean_exit() {
+        assert_eq!(outcome(&Ended::UpToDate, true).exit, Exit::Reboot);
+        assert_eq!(outcome(&Ended::Applied, true).exit, Exit::Reboot);
+        assert_eq!(
+            outcome(&Ended::Failed { commit: "a".into() }, true).exit,
+            Exit::EntrypointFailed
+        );
+        assert_eq!(outcome(&Ended::Error(Exit::Fetch), true).exit, Exit::Fetch);
+    }
+
+    #[test]
+    fn labels_serialise_to_the_strings_state_json_always_had() {
+        for l in [
+            Label::UpToDate,
+            Label::Applied,
+            Label::Failed,
+            Label::Interrupted,
+            Label::InvalidEntrypoint,
+            Label::Waiting,
+            Label::Refused,
+            Label::Error,
+        ] {
+            assert_eq!(
+                serde_json::to_value(l).unwrap(),
+                serde_json::json!(l.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What a pass tells the outside world: the kind of event, and whether it is good
+//! news, bad news (deduplicated by its key) or nothing worth a message.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Applied,
+    Recovered,
+    Failed,
+    InvalidEntrypoint,
+    Refused,
+    Error,
+    RebootScheduled,
+    Rebooting,
+    RebootMissed,
+    RebootInvalid,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Applied => "applied",
+            Kind::Recovered => "recovered",
+            Kind::Failed => "failed",
+            Kind::InvalidEntrypoint => "invalid-entrypoint",
+            Kind::Refused => "refused",
+            Kind::Error => "error",
+            Kind::RebootScheduled => "reboot-scheduled",
+            Kind::Rebooting => "rebooting",
+            Kind::RebootMissed => "reboot-missed",
+            Kind::RebootInvalid => "reboot-invalid",
+        }
+    }
+}
+
+/// What a pass found, as far as messages go, on one channel (the deployment, the
+/// reboot request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Nothing happened on this channel (up to date, no reboot request).
+    Quiet,
+    /// A good event (applied, reboot scheduled...): always sent; clears an alert.
+    Good(Kind),
+    /// A failure identified by `key`; repeats are reported at the reminder interval.
+    Bad(Kind, String),
+}

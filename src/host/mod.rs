@@ -1,0 +1,127 @@
+//! The machine gitops-run runs on: its clock, boot time and boot id, machine id and
+//! host name, the processes of an earlier pass, and the reboot command. Every read
+//! of `/proc` or `/etc` happens here, so the deciders get plain values.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::Path;
+
+pub mod signals;
+
+/// What the reboot review and the recovery of an interrupted pass need to know
+/// about the machine, read once at the start of a pass.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// The kernel's boot time, or why it could not be read.
+    pub boot_time: Result<DateTime<Utc>, String>,
+    pub machine_id: String,
+}
+
+impl Facts {
+    pub fn gather() -> Facts {
+        Facts {
+            boot_time: boot_time(),
+            machine_id: machine_id(),
+        }
+    }
+}
+
+/// The kernel's boot time, from the `btime` line of /proc/stat.
+pub fn boot_time() -> Result<DateTime<Utc>, String> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| format!("failed to read /proc/stat: {e}"))?;
+    parse_btime(&stat)
+}
+
+pub fn parse_btime(stat: &str) -> Result<DateTime<Utc>, String> {
+    let secs = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or("no btime line in /proc/stat")?;
+    Utc.timestamp_opt(secs, 0)
+        .single()
+        .ok_or_else(|| "btime out of range".to_string())
+}
+
+/// The kernel's id of this boot (a container manager may give each container boot
+/// its own).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The machine id (systemd's /etc/machine-id, or D-Bus's copy), else the host name.
+pub fn machine_id() -> String {
+    for p in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(id) = std::fs::read_to_string(p) {
+            if !id.trim().is_empty() {
+                return id.trim().to_string();
+            }
+        }
+    }
+    hostname()
+}
+
+/// The host name as the kernel reports it.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `systemctl reboot` where systemd is the running init, `reboot` elsewhere.
+pub fn default_reboot_command() -> String {
+    if Path::new("/run/systemd/system").is_dir() {
+        "systemctl reboot".into()
+    } else {
+        "reboot".into()
+    }
+}
+
+/// Run the reboot command with `/bin/sh -c`. From here on SIGTERM ends the pass
+/// with exit 0: a shutting-down system stops the unit that way.
+pub fn run_reboot_command(command: &str) -> Result<()> {
+    crate::log::info!("running reboot command: {command}");
+    signals::exit_cleanly_on_term();
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("failed to start {command:?}"))?;
+    if !status.success() {
+        anyhow::bail!("{command:?} exited with {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btime_is_read_from_proc_stat_text() {
+        assert_eq!(
+            parse_btime("cpu 1 2 3\nbtime 1795291035\nprocesses 5\n"),
+            Ok(Utc.timestamp_opt(1_795_291_035, 0).unwrap())
+        );
+        assert!(parse_btime("cpu 1\n").is_err());
+        assert!(boot_time().is_ok(), "this machine has /proc/stat");
+    }
+
+    #[test]
+    fn reads_own_start_ticks() {
+        let me = std::process::id() as i32;
+        assert!(process_start_ticks(me).is_some());
+        assert_eq!(process_start_ticks(me), process_start_ticks(me));
+    }
+}

@@ -1,0 +1,3 @@
+//! Commands for operators beside the pass: `status` today.
+
+pub mod status;

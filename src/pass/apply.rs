@@ -1,0 +1,224 @@
+//! Applying a commit: check it out into its own tree, run the entrypoint there,
+//! and only when it exits 0 switch `current` and record the commit as deployed.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::entrypoint::{self, Ended as Exited};
+use crate::config::PassSettings;
+use crate::decide::outcome::Ended;
+use crate::decide::{self, Reason};
+use crate::git::{Cache, ObjectId};
+use crate::log::{debug, info, short, utc, warn};
+use crate::state::{self, logs, trees, Attempt, AttemptResult, Deployed, Layout, State};
+
+/// How an apply ended, and its summary line.
+pub struct Applied {
+    pub ended: Ended,
+    pub summary: String,
+}
+
+/// The system clock; apply reads it for the start and the end of the entrypoint.
+pub type Clock = fn() -> DateTime<Utc>;
+
+pub fn apply(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    cache: &Cache,
+    commit: ObjectId,
+    reason: Reason,
+    clock: Clock,
+) -> Result<Applied> {
+    let hex = commit.to_string();
+    let info_of = cache.commit_info(commit)?;
+    let previous = st.deployed.as_ref().map(|d| d.commit.clone());
+    info!(
+        "applying {} {:?} ({}; deployed: {})",
+        short(&hex),
+        info_of.subject,
+        reason.as_str(),
+        previous.as_deref().map(short).unwrap_or("none")
+    );
+    let tree = trees::materialize(layout, cache, commit)?;
+    debug!("checked out {hex} into {}", tree.display());
+
+    let started = clock();
+    let log_path = logs::new_path(&layout.logs(), &hex, started)?;
+    let mut attempt = Attempt {
+        commit: hex.clone(),
+        subject: info_of.subject.clone(),
+        reason,
+        started_at: started,
+        finished_at: None,
+        result: AttemptResult::Running,
+        exit_code: None,
+        log: Some(log_path.clone()),
+        pid: None,
+        pid_start_ticks: None,
+        boot_id: None,
+    };
+
+    let program = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+        Ok(p) => p,
+        Err(msg) => {
+            let now = clock();
+            attempt.result = AttemptResult::InvalidEntrypoint;
+            attempt.finished_at = Some(now);
+            attempt.log = None;
+            st.attempt = Some(attempt);
+            st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
+            prune_trees(cfg, layout, st);
+            return Ok(Applied {
+                ended: Ended::InvalidEntrypoint {
+                    commit: hex.clone(),
+                },
+                summary: format!("not running {}: {msg}", short(&hex)),
+            });
+        }
+    };
+
+    st.attempt = Some(attempt);
+    let env = vec![
+        ("GITOPS_COMMIT".to_string(), hex.clone()),
+        (
+            "GITOPS_PREVIOUS_COMMIT".to_string(),
+            previous.clone().unwrap_or_default(),
+        ),
+        ("GITOPS_BRANCH".to_string(), cfg.branch.clone()),
+        ("GITOPS_REPO".to_string(), cfg.repo.redacted.clone()),
+        ("GITOPS_REASON".to_string(), reason.as_str().to_string()),
+        (
+            "GITOPS_STATE_DIR".to_string(),
+            layout.root.to_string_lossy().into_owned(),
+        ),
+    ];
+    let header = format!(
+        "# gitops-run: {} {} commit {hex} ({}) started {}",
+        cfg.entrypoint,
+        reason.as_str(),
+        info_of.subject,
+        started.to_rfc3339()
+    );
+    info!("running {} in {}", cfg.entrypoint, tree.display());
+    let ran = Instant::now();
+    let state_path = layout.state_file();
+    let exited = entrypoint::run(
+        entrypoint::Spec {
+            program: &program,
+            cwd: &tree,
+            env,
+            timeout: cfg.timeout,
+            log: &log_path,
+            header,
+        },
+        |pid| {
+            let a = st.attempt.as_mut().expect("attempt set above");
+            a.pid = Some(pid);
+            a.pid_start_ticks = crate::host::process_start_ticks(pid);
+            a.boot_id = crate::host::boot_id();
+            state::save(&state_path, st)
+        },
+    )?;
+    let took = ran.elapsed().as_secs_f64();
+    let finished = clock();
+    let a = st.attempt.as_mut().expect("attempt set above");
+    a.finished_at = Some(finished);
+    a.exit_code = exited.code();
+    a.pid = None;
+    a.pid_start_ticks = None;
+    a.boot_id = None;
+    a.result = match exited {
+        e if e.success() => AttemptResult::Succeeded,
+        Exited::TimedOut => AttemptResult::TimedOut,
+        Exited::Interrupted => AttemptResult::Interrupted,
+        _ => AttemptResult::Failed,
+    };
+    logs::prune(&layout.logs(), std::slice::from_ref(&log_path));
+
+    if exited.success() {
+        trees::switch_current(layout, &hex)?;
+        st.mark_deployed(Deployed {
+            commit: hex.clone(),
+            subject: info_of.subject.clone(),
+            commit_time: info_of.time,
+            deployed_at: finished,
+        });
+        st.failing = None;
+        prune_trees(cfg, layout, st);
+        let from = previous
+            .as_deref()
+            .map(|p| format!(" (was {})", short(p)))
+            .unwrap_or_default();
+        return Ok(Applied {
+            ended: Ended::Applied,
+            summary: format!(
+                "applied {} {:?}{from}: {} exited 0 after {took:.2}s",
+                short(&hex),
+                info_of.subject,
+                cfg.entrypoint
+            ),
+        });
+    }
+
+    st.failing = Some(decide::plan::record_failure(
+        st.failing.as_ref(),
+        &hex,
+        finished,
+    ));
+    prune_trees(cfg, layout, st);
+    let kept = previous
+        .as_deref()
+        .map(|p| format!("; {} stays deployed", short(p)))
+        .unwrap_or_default();
+    let how = match exited {
+        Exited::Exited(c) => format!("exited {c}"),
+        Exited::Signaled(s) => format!("was killed by signal {s}"),
+        Exited::TimedOut => format!("timed out after {}", crate::duration::format(cfg.timeout)),
+        Exited::Interrupted => "was interrupted".to_string(),
+    };
+    let retry = st
+        .failing
+        .as_ref()
+        .map(|f| utc(&f.next_retry_at))
+        .unwrap_or_default();
+    let summary = format!(
+        "{} failed for {}: {how} after {took:.2}s{kept}; next retry at {retry}; log: {}",
+        cfg.entrypoint,
+        short(&hex),
+        log_path.display()
+    );
+    let ended = if exited == Exited::Interrupted {
+        Ended::Interrupted { commit: hex }
+    } else {
+        Ended::Failed { commit: hex }
+    };
+    Ok(Applied { ended, summary })
+}
+
+/// Keep the deployed tree, the last failed attempt's tree (for inspection) and
+/// previously deployed ones, `keep_trees` in all. Pruning is housekeeping: a
+/// failure is reported but never changes the outcome of a pass whose real work
+/// is done.
+fn prune_trees(cfg: &PassSettings, layout: &Layout, st: &State) {
+    let mut order: Vec<String> = Vec::new();
+    order.extend(st.deployed.iter().map(|d| d.commit.clone()));
+    if let Some(a) = &st.attempt {
+        if a.result != AttemptResult::Succeeded {
+            order.push(a.commit.clone());
+        }
+    }
+    order.extend(st.history.iter().map(|d| d.commit.clone()));
+    let mut keep = BTreeSet::new();
+    for c in order {
+        if keep.len() >= cfg.keep_trees as usize {
+            break;
+        }
+        keep.insert(c);
+    }
+    if let Err(e) = trees::prune(layout, &keep) {
+        warn!("could not prune old trees: {e:#}");
+    }
+}

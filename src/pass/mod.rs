@@ -1,0 +1,68 @@
+//! One pass, as docs/design.md tells it: lock, load state, recover, fetch,
+//! classify, plan, apply, review the reboot request, record, notify, reboot,
+//! exit code. The decisions live in `decide`; each phase is a call into the
+//! module that owns it.
+
+mod apply;
+pub mod entrypoint;
+mod lock;
+mod reboot;
+mod record;
+mod recover;
+mod sync;
+
+use anyhow::Result;
+use chrono::Utc;
+use std::time::Instant;
+
+use crate::config::PassSettings;
+use crate::decide::outcome::{outcome, Ended};
+use crate::decide::reboot::Action;
+use crate::exit::{class_of, Exit};
+use crate::host;
+use crate::log::info;
+use crate::state::{self, Layout};
+
+pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    state::prepare_dir(&layout.root)?;
+    let Some(_lock) = lock::acquire(layout)? else {
+        info!(
+            "another gitops-run pass holds the lock on {}; exiting",
+            layout.lock().display()
+        );
+        return Ok(Exit::Ok);
+    };
+    let mut st = recover::load_state(cfg, layout)?;
+    recover::clean_up(layout, &mut st, started_at)?;
+    let previous = st.deployed.as_ref().map(|d| d.commit.clone());
+
+    let synced = sync::sync(cfg, layout, &mut st, started_at, Utc::now);
+    if let Ok(s) = &synced {
+        info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
+    }
+    let review = reboot::review(&cfg.reboot, layout, &st, &host::Facts::gather(), Utc::now());
+    st.reboot = review.state.clone();
+    let ended = match &synced {
+        Ok(s) => s.ended.clone(),
+        Err(e) => Ended::Error(class_of(e)),
+    };
+    let out = outcome(&ended, review.action == Action::Invalid);
+    let elapsed = started.elapsed();
+    st.last_pass = Some(record::last_pass(&synced, &out, started_at, elapsed));
+    if let Some(target) = &cfg.notify {
+        let facts = record::facts(cfg, &st, previous, &synced, &out, elapsed);
+        let channels = [("deploy", out.signal.clone()), ("reboot", review.signal)];
+        crate::notify::report::notify(target, &facts, &mut st.notify, channels);
+    }
+    state::save(&layout.state_file(), &st)?;
+    // A due reboot happens whatever else failed: a Git outage must not cancel it.
+    let exit = match review.action {
+        Action::Reboot { requested } => {
+            reboot::carry_out(&cfg.reboot, layout, &mut st, requested, out.exit)?
+        }
+        _ => out.exit,
+    };
+    synced.map(|_| exit)
+}

@@ -1,0 +1,97 @@
+//! What a pass finds before it fetches: the state file of this repository, the
+//! leftovers and the running attempt of a pass that died, and a deployed tree or
+//! `current` link that went missing.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::config::PassSettings;
+use crate::decide;
+use crate::exit::{fail, Exit};
+use crate::git::{Cache, ObjectId};
+use crate::log::{info, short};
+use crate::state::{self, trees, AttemptResult, Layout, State};
+
+/// Load `state.json`, or start a new state. A state of another repository is
+/// refused; a changed branch is followed.
+pub fn load_state(cfg: &PassSettings, layout: &Layout) -> Result<State> {
+    let path = layout.state_file();
+    let Some(mut st) = state::load(&path)? else {
+        return Ok(State::new(&cfg.repo.redacted, &cfg.branch));
+    };
+    if crate::git::url::identity(&st.repo) != cfg.repo.identity() {
+        return Err(fail(
+            Exit::State,
+            format!(
+                "state directory {} belongs to repository {}, not {}; use another --state-dir, or move it aside to start over",
+                layout.root.display(),
+                st.repo,
+                cfg.repo.redacted
+            ),
+        ));
+    }
+    if st.branch != cfg.branch {
+        info!(
+            "branch changed from {} to {}; the deployed commit is compared with the new branch",
+            st.branch, cfg.branch
+        );
+        st.branch = cfg.branch.clone();
+    }
+    Ok(st)
+}
+
+/// Remove leftovers of an interrupted pass and settle its attempt.
+pub fn clean_up(layout: &Layout, st: &mut State, now: DateTime<Utc>) -> Result<()> {
+    trees::clean_leftovers(layout)?;
+    settle_interrupted_attempt(st, now);
+    Ok(())
+}
+
+/// A pass that died while its entrypoint ran left an attempt marked running. Stop
+/// what is left of that entrypoint and count the attempt as failed.
+fn settle_interrupted_attempt(st: &mut State, now: DateTime<Utc>) {
+    let Some(attempt) = st.attempt.as_mut() else {
+        return;
+    };
+    if attempt.result != AttemptResult::Running {
+        return;
+    }
+    if let Some(pid) = attempt.pid {
+        super::entrypoint::stop_orphan(pid, attempt.pid_start_ticks, attempt.boot_id.as_deref());
+    }
+    info!(
+        "the previous pass ended while applying {}; counting that attempt as failed",
+        short(&attempt.commit)
+    );
+    attempt.result = AttemptResult::Interrupted;
+    attempt.finished_at = Some(now);
+    attempt.pid = None;
+    st.failing = Some(decide::plan::record_failure(
+        st.failing.as_ref(),
+        &attempt.commit,
+        now,
+    ));
+}
+
+/// Make `current` point at the deployed tree again if someone removed or moved it.
+pub fn restore_current(layout: &Layout, cache: &Cache, deployed: ObjectId) -> Result<()> {
+    let hex = deployed.to_string();
+    let tree_ok = layout.tree(&hex).is_dir();
+    if tree_ok && trees::current_commit(layout).as_deref() == Some(hex.as_str()) {
+        return Ok(());
+    }
+    if !tree_ok {
+        if !cache.has_commit(&deployed) {
+            info!("the deployed tree {} is missing and its commit is not in the cache; it will be replaced by the next successful apply", short(&hex));
+            return Ok(());
+        }
+        info!(
+            "the deployed tree {} is missing; checking it out again (the entrypoint is not re-run)",
+            short(&hex)
+        );
+        trees::materialize(layout, cache, deployed)?;
+    }
+    trees::switch_current(layout, &hex)?;
+    info!("restored {} -> trees/{}", layout.current().display(), hex);
+    Ok(())
+}

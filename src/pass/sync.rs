@@ -1,0 +1,191 @@
+//! The middle of a pass: fetch the branch, classify the remote tip against the
+//! deployed commit, plan, and apply when the plan says so.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use super::apply::{self, Clock};
+use super::recover::restore_current;
+use crate::config::PassSettings;
+use crate::decide::outcome::Ended;
+use crate::decide::{self, Classification, Plan};
+use crate::exit::{fail, Classify, Exit};
+use crate::git::{Cache, CommitLine, History, ObjectId};
+use crate::log::{debug, info, short, utc};
+use crate::notify::render::MAX_SUBJECTS;
+use crate::state::{AttemptResult, Layout, State};
+
+/// What the middle of a pass did.
+pub struct Synced {
+    pub ended: Ended,
+    /// One line for people: what happened and what comes next.
+    pub summary: String,
+    pub remote: Option<ObjectId>,
+    pub class: Option<Classification>,
+    /// New commits of an apply (newest first, bounded) and how many more there were.
+    pub commits: Vec<CommitLine>,
+    pub commits_omitted: usize,
+}
+
+pub fn sync(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    now: DateTime<Utc>,
+    clock: Clock,
+) -> Result<Synced> {
+    let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+    let deployed = deployed_id(st)?;
+    debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
+    let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed)?;
+    let class = classify(cfg, &cache, deployed, remote)?;
+    debug!(
+        "deployed {}, remote {remote}: {}",
+        deployed.map(|d| d.to_string()).as_deref().unwrap_or("none"),
+        class.as_str()
+    );
+    if let Some(d) = deployed {
+        restore_current(layout, &cache, d)?;
+    }
+
+    let remote_hex = remote.to_string();
+    let synced = |ended, summary: String| Synced {
+        ended,
+        summary,
+        remote: Some(remote),
+        class: Some(class),
+        commits: Vec::new(),
+        commits_omitted: 0,
+    };
+    let plan = decide::plan::plan(
+        class,
+        &remote_hex,
+        st.failing.as_ref(),
+        cfg.allow_rewrite,
+        cfg.once,
+        now,
+    );
+    match plan {
+        Plan::Nothing => {
+            st.failing = None;
+            let subject = st
+                .deployed
+                .as_ref()
+                .map(|d| d.subject.clone())
+                .unwrap_or_default();
+            Ok(synced(
+                Ended::UpToDate,
+                format!(
+                    "up to date at {} ({subject:?}) on {}",
+                    short(&remote_hex),
+                    cfg.branch
+                ),
+            ))
+        }
+        Plan::Wait { until, failures } => {
+            let invalid = st
+                .attempt
+                .as_ref()
+                .is_some_and(|a| a.result == AttemptResult::InvalidEntrypoint);
+            Ok(synced(
+                Ended::Waiting {
+                    commit: remote_hex.clone(),
+                    invalid,
+                },
+                format!(
+                    "{} has failed {failures} time(s); next retry at {} (run `gitops-run --once` to retry now)",
+                    short(&remote_hex),
+                    utc(&until)
+                ),
+            ))
+        }
+        Plan::Refuse(c) => {
+            let d = deployed.map(|d| d.to_string()).unwrap_or_default();
+            Ok(synced(
+                Ended::Refused {
+                    class: c,
+                    remote: remote_hex.clone(),
+                },
+                refusal(cfg, c, &d, &remote_hex),
+            ))
+        }
+        Plan::Apply(reason) => {
+            let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
+            let applied = apply::apply(cfg, layout, st, &cache, remote, reason, clock)?;
+            Ok(Synced {
+                commits,
+                commits_omitted,
+                ..synced(applied.ended, applied.summary)
+            })
+        }
+    }
+}
+
+fn deployed_id(st: &State) -> Result<Option<ObjectId>> {
+    let Some(d) = &st.deployed else {
+        return Ok(None);
+    };
+    ObjectId::from_hex(d.commit.as_bytes())
+        .map(Some)
+        .map_err(|_| {
+            fail(
+                Exit::State,
+                format!("state file names an invalid deployed commit {:?}", d.commit),
+            )
+        })
+}
+
+fn refusal(cfg: &PassSettings, c: Classification, deployed: &str, remote: &str) -> String {
+    let what = if c == Classification::RemoteBehind {
+        format!(
+            "refusing to deploy: branch {} of {} was reset backwards; remote {} is an ancestor of deployed {}",
+            cfg.branch,
+            cfg.repo.redacted,
+            short(remote),
+            short(deployed)
+        )
+    } else {
+        format!(
+            "refusing to deploy: history of branch {} of {} was rewritten (force-push?); remote {} does not descend from deployed {}",
+            cfg.branch,
+            cfg.repo.redacted,
+            short(remote),
+            short(deployed)
+        )
+    };
+    format!(
+        "{what}. Nothing was changed. Push a commit on top of {} or, to deploy {} anyway, run with --allow-rewrite",
+        short(deployed),
+        short(remote)
+    )
+}
+
+/// Classify the remote tip against the deployed commit. In a shallow cache a missing
+/// merge base may only mean missing history, so deepen before calling it diverged.
+fn classify(
+    cfg: &PassSettings,
+    cache: &Cache,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+) -> Result<Classification> {
+    let base = |cache: &Cache| match deployed {
+        Some(d) if d != remote && cache.has_commit(&d) => cache.merge_base(d, remote),
+        _ => None,
+    };
+    let class = decide::plan::classify(deployed.as_ref(), &remote, base(cache).as_ref());
+    if class == Classification::Diverged
+        && (cache.is_shallow() || !deployed.map(|d| cache.has_commit(&d)).unwrap_or(true))
+    {
+        info!(
+            "history is incomplete here; fetching all of {} before concluding that it diverged",
+            cfg.branch
+        );
+        cache.fetch(&cfg.repo, &cfg.branch, History::Full)?;
+        return Ok(decide::plan::classify(
+            deployed.as_ref(),
+            &remote,
+            base(cache).as_ref(),
+        ));
+    }
+    Ok(class)
+}
