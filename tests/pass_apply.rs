@@ -728,11 +728,22 @@ fn invalid_entrypoints_are_refused_and_nothing_runs() {
     origin.commit(&[("a.txt", "2\n")], "dot-dot");
     check(&origin, "../../trap.sh", "'..'");
 
-    // Absolute paths.
+    // Absolute paths can never name a file in any commit: a usage error (exit 2),
+    // not a failure of the commit, and nothing runs.
     origin.commit(&[("a.txt", "3\n")], "absolute /bin/true");
-    check(&origin, "/bin/true", "absolute /bin/true");
-    origin.commit(&[("a.txt", "4\n")], "absolute script");
-    check(&origin, outside.to_str().unwrap(), "absolute script");
+    for absolute in ["/bin/true", outside.to_str().unwrap()] {
+        let out = pass(&origin, &state, &["--entrypoint", absolute]);
+        assert_eq!(
+            out.code,
+            Some(2),
+            "absolute {absolute}:\n{}",
+            out.describe()
+        );
+        assert!(out.stderr.contains("absolute"), "{}", out.describe());
+        let ran: Vec<_> = fs::read_dir(&markers).unwrap().collect();
+        assert!(ran.is_empty(), "absolute {absolute}: something ran");
+        assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    }
 
     // Symlinks in the repository escaping the tree.
     symlink("/bin/sh", origin.path().join("to-sh")).unwrap();

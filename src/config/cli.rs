@@ -83,8 +83,12 @@ pub struct PassArgs {
     pub entrypoint: String,
 
     /// Time limit for the entrypoint (e.g. 90s, 30m, 1h)
-    #[arg(long, env = "GITOPS_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = duration_up_to::<{ 7 * DAY }>)]
     pub timeout: Duration,
+
+    /// Time limit for fetching from the Git server, connection included
+    #[arg(long, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5m", value_parser = duration_up_to::<{ DAY }>)]
+    pub fetch_timeout: Duration,
 
     /// Private key for ssh:// and user@host:path repositories (a deploy key)
     #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
@@ -112,11 +116,11 @@ pub struct PassArgs {
     pub reboot_command: Option<String>,
 
     /// How long after the requested time a reboot may still happen (later: missed)
-    #[arg(long, env = "GITOPS_REBOOT_GRACE", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_REBOOT_GRACE", value_name = "DURATION", default_value = "1h", value_parser = duration_up_to::<{ 365 * DAY }>)]
     pub reboot_grace: Duration,
 
     /// Spread reboots of a fleet: each host adds a fixed delay in [0, DURATION] from its machine id
-    #[arg(long, env = "GITOPS_REBOOT_SPLAY", value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_REBOOT_SPLAY", value_name = "DURATION", default_value = "0", value_parser = duration_up_to::<{ 7 * DAY }>)]
     pub reboot_splay: Duration,
 
     /// Webhook to notify (a secret: prefer --webhook-url-file)
@@ -147,11 +151,11 @@ pub struct PassArgs {
     pub webhook_secret_file: Option<PathBuf>,
 
     /// Time limit for one webhook request
-    #[arg(long, env = "GITOPS_WEBHOOK_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_WEBHOOK_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = duration_up_to::<{ 10 * MINUTE }>)]
     pub webhook_timeout: Duration,
 
     /// How often a failure that persists is reported again
-    #[arg(long, env = "GITOPS_WEBHOOK_REMINDER", value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_WEBHOOK_REMINDER", value_name = "DURATION", default_value = "6h", value_parser = duration_up_to::<{ 365 * DAY }>)]
     pub webhook_reminder: Duration,
 
     /// How many checked-out trees to keep, the deployed one included
@@ -186,8 +190,20 @@ pub enum What {
     Completions,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+const MINUTE: u64 = 60;
+const DAY: u64 = 86_400;
+
+/// A duration of at most `MAX_SECS` seconds: larger values are refused when the
+/// options are read, so no later arithmetic on them can overflow.
+fn duration_up_to<const MAX_SECS: u64>(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s)?;
+    if d.as_secs() > MAX_SECS {
+        return Err(format!(
+            "{s:?} is longer than the maximum of {}",
+            crate::duration::format(Duration::from_secs(MAX_SECS))
+        ));
+    }
+    Ok(d)
 }
 
 /// The environment variable names a config file may set.
@@ -197,6 +213,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_STATE_DIR",
     "GITOPS_ENTRYPOINT",
     "GITOPS_TIMEOUT",
+    "GITOPS_FETCH_TIMEOUT",
     "GITOPS_SSH_KEY",
     "GITOPS_KNOWN_HOSTS",
     "GITOPS_ALLOW_REWRITE",

@@ -21,8 +21,13 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, String>> {
     })
 }
 
+/// Parse the file's text. Blank lines and `#` comments are allowed, also after a
+/// value (`KEY=value # why`, `KEY="value" # why`); a `#` inside quotes, or not
+/// preceded by a space, belongs to the value. A key given twice is an error naming
+/// both lines: which one was meant cannot be guessed.
 pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.trim();
@@ -44,24 +49,43 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
                 CONFIG_KEYS.join(", ")
             ));
         }
-        let value = value.trim();
-        let value = unquote(value)
-            .ok_or_else(|| format!("line {n}: unbalanced quotes in the value of {key}"))?;
-        out.insert(key.to_string(), value.to_string());
+        if let Some(first) = seen.insert(key.to_string(), n) {
+            return Err(format!(
+                "line {n}: {key} is set again (first on line {first}); keep one of them"
+            ));
+        }
+        let value = parse_value(value.trim())
+            .map_err(|why| format!("line {n}: {why} in the value of {key}"))?;
+        out.insert(key.to_string(), value);
     }
     Ok(out)
 }
 
-fn unquote(v: &str) -> Option<&str> {
+/// A value: quoted with `"` or `'` (then only a comment may follow), or plain up to
+/// a ` #` comment.
+fn parse_value(v: &str) -> Result<String, String> {
     for q in ['"', '\''] {
         if let Some(rest) = v.strip_prefix(q) {
-            return rest.strip_suffix(q);
+            let Some(end) = rest.find(q) else {
+                return Err(format!("unbalanced quotes (no closing {q})"));
+            };
+            let after = rest[end + 1..].trim_start();
+            if !after.is_empty() && !after.starts_with('#') {
+                return Err(format!(
+                    "unexpected text {after:?} after the closing quote (a comment starts with #)"
+                ));
+            }
+            return Ok(rest[..end].to_string());
         }
     }
-    if v.ends_with('"') || v.ends_with('\'') {
-        return None;
+    let plain = match v.find(" #").or_else(|| v.find("\t#")) {
+        Some(i) => v[..i].trim_end(),
+        None => v,
+    };
+    if plain.ends_with('"') || plain.ends_with('\'') {
+        return Err("unbalanced quotes (no opening quote)".into());
     }
-    Some(v)
+    Ok(plain.to_string())
 }
 
 #[cfg(test)]
@@ -86,5 +110,25 @@ mod tests {
         let err = parse("just words\n").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
         assert!(parse("GITOPS_BRANCH=\"main\n").is_err());
+    }
+
+    #[test]
+    fn trailing_comments_are_allowed_after_plain_and_quoted_values() {
+        let cfg = parse(
+            "GITOPS_BRANCH=\"prod\" # the production branch\nGITOPS_TIMEOUT=5m   # long enough\nGITOPS_REPO=https://h/r.git#frag\nGITOPS_ENTRYPOINT='a # b'\n",
+        )
+        .unwrap();
+        assert_eq!(cfg["GITOPS_BRANCH"], "prod");
+        assert_eq!(cfg["GITOPS_TIMEOUT"], "5m");
+        assert_eq!(cfg["GITOPS_REPO"], "https://h/r.git#frag");
+        assert_eq!(cfg["GITOPS_ENTRYPOINT"], "a # b");
+        let err = parse("GITOPS_BRANCH=\"prod\" oops\n").unwrap_err();
+        assert!(err.contains("after the closing quote"), "{err}");
+    }
+
+    #[test]
+    fn a_key_set_twice_names_both_lines() {
+        let err = parse("GITOPS_BRANCH=a\n# x\nGITOPS_BRANCH=b\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("line 1"), "{err}");
     }
 }

@@ -40,6 +40,7 @@ pub struct PassSettings {
     pub branch: String,
     pub entrypoint: String,
     pub timeout: Duration,
+    pub fetch_timeout: Duration,
     pub ssh: SshOptions,
     pub allow_rewrite: bool,
     pub keep_trees: u32,
@@ -150,6 +151,8 @@ fn pass_settings(
             format!("invalid branch name {:?}", p.branch),
         ));
     }
+    let entrypoint = tree_path("--entrypoint", p.entrypoint)?;
+    let reboot_file = tree_path("--reboot-file", p.reboot_file)?;
     let notify = crate::notify::resolve(
         p.webhook_url.clone(),
         p.webhook_url_file.as_deref(),
@@ -162,8 +165,9 @@ fn pass_settings(
     Ok(PassSettings {
         repo,
         branch: p.branch,
-        entrypoint: p.entrypoint,
+        entrypoint,
         timeout: p.timeout,
+        fetch_timeout: p.fetch_timeout,
         ssh: SshOptions {
             key: p.ssh_key,
             known_hosts: p.known_hosts,
@@ -172,7 +176,7 @@ fn pass_settings(
         keep_trees: p.keep_trees,
         once: p.once,
         reboot: RebootSettings {
-            file: p.reboot_file,
+            file: reboot_file,
             command: p
                 .reboot_command
                 .unwrap_or_else(crate::host::default_reboot_command),
@@ -181,6 +185,22 @@ fn pass_settings(
         },
         notify,
     })
+}
+
+/// A path inside the checked-out tree, as an option names it: relative, and naming
+/// a file. What no commit could ever satisfy is a usage error (exit 2) rather than
+/// a failure of each commit in turn.
+fn tree_path(option: &str, value: String) -> Result<String> {
+    let why = if value.trim().is_empty() {
+        "is empty"
+    } else if Path::new(&value).is_absolute() {
+        "is an absolute path; it must be relative to the repository root"
+    } else if value.ends_with('/') {
+        "ends with '/', so it names a directory, not a file"
+    } else {
+        return Ok(value);
+    };
+    Err(fail(Exit::Usage, format!("{option} {value:?} {why}")))
 }
 
 impl PassSettings {
@@ -243,6 +263,27 @@ mod tests {
         .unwrap();
         assert_eq!(s.state_dir, Path::new("/srv/state"));
         assert!(matches!(s.action, Action::Status { json: true }));
+    }
+
+    #[test]
+    fn paths_no_commit_can_satisfy_are_usage_errors() {
+        for bad in ["", "/bin/true", "run.sh/"] {
+            let err = resolve(
+                args(&["--repo", "/srv/r", "--entrypoint", bad]),
+                Path::new("/"),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(crate::exit::class_of(&err), Exit::Usage, "{bad:?}");
+            assert!(format!("{err:#}").contains("--entrypoint"), "{err:#}");
+        }
+        let err = resolve(
+            args(&["--repo", "/srv/r", "--reboot-file", "/etc/reboot-at"]),
+            Path::new("/"),
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("absolute"), "{err:#}");
     }
 
     #[test]

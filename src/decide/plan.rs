@@ -127,7 +127,11 @@ pub fn plan(
     };
     match failing {
         Some(f) if f.commit == remote => {
-            if force_retry || now >= f.next_retry_at {
+            // A retry time further away than the longest backoff was recorded while
+            // the clock was wrong: it is due, not years away.
+            let implausible =
+                f.next_retry_at.signed_duration_since(now) > Duration::seconds(RETRY_MAX_SECS);
+            if force_retry || now >= f.next_retry_at || implausible {
                 Plan::Apply(Reason::Retry)
             } else {
                 Plan::Wait {
@@ -149,7 +153,7 @@ pub fn record_failure(previous: Option<&Failing>, commit: &str, now: DateTime<Ut
     Failing {
         commit: commit.to_string(),
         consecutive,
-        next_retry_at: now + backoff(consecutive),
+        next_retry_at: now.checked_add_signed(backoff(consecutive)).unwrap_or(now),
     }
 }
 
@@ -243,6 +247,32 @@ mod tests {
         assert_eq!(
             plan(Initial, "r", Some(&f), false, false, t(601)),
             Plan::Apply(Reason::Retry)
+        );
+    }
+
+    #[test]
+    fn a_retry_time_beyond_the_longest_backoff_is_due() {
+        // Recorded while the clock was a year ahead, then the clock was corrected.
+        let f = Failing {
+            commit: "r".into(),
+            consecutive: 3,
+            next_retry_at: t(365 * 86_400),
+        };
+        assert_eq!(
+            plan(Behind, "r", Some(&f), false, false, t(0)),
+            Plan::Apply(Reason::Retry)
+        );
+        let near = Failing {
+            next_retry_at: t(RETRY_MAX_SECS),
+            ..f
+        };
+        assert_eq!(
+            plan(Behind, "r", Some(&near), false, false, t(0)),
+            Plan::Wait {
+                until: t(RETRY_MAX_SECS),
+                failures: 3
+            },
+            "exactly the cap still waits"
         );
     }
 

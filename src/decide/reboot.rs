@@ -28,16 +28,34 @@ pub fn parse_request<Tz: TimeZone>(text: &str, zone: &Tz) -> Result<DateTime<Utc
         ));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(line) {
-        return Ok(t.with_timezone(&Utc));
+        return in_range(line, t.naive_utc()).map(|_| t.with_timezone(&Utc));
     }
     let naive = NaiveDateTime::parse_from_str(line, "%Y-%m-%d %H:%M:%S").map_err(|_| {
         format!("{line:?} is not a timestamp: use RFC 3339 (2026-11-21T19:05:00Z) or YYYY-MM-DD HH:MM:SS in local time")
     })?;
+    in_range(line, naive)?;
     local_to_utc(&naive, zone).ok_or_else(|| {
         format!(
             "{line:?} does not exist in the local time zone (skipped by a daylight saving change); use RFC 3339 with an offset"
         )
     })
+}
+
+/// Years a reboot request may name. Times outside cannot be meant, and near the
+/// ends of what the calendar types hold, adding a splay or a grace would overflow.
+pub const REQUEST_YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+fn in_range(line: &str, t: NaiveDateTime) -> Result<(), String> {
+    use chrono::Datelike;
+    if REQUEST_YEARS.contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{line:?} is out of range: a reboot time must lie between the years {} and {}",
+            REQUEST_YEARS.start(),
+            REQUEST_YEARS.end()
+        ))
+    }
 }
 
 /// The instant a local wall-clock time stands for in `zone`. Around a daylight saving
@@ -47,16 +65,15 @@ pub fn parse_request<Tz: TimeZone>(text: &str, zone: &Tz) -> Result<DateTime<Utc
 pub fn local_to_utc<Tz: TimeZone>(naive: &NaiveDateTime, zone: &Tz) -> Option<DateTime<Utc>> {
     use chrono::Offset;
     let as_utc = naive.and_utc();
-    let mut candidates: Vec<DateTime<Utc>> = [-1, 0, 1]
+    let shift = |t: DateTime<Utc>, secs: i64| t.checked_add_signed(Duration::seconds(secs));
+    let mut candidates: Vec<DateTime<Utc>> = [-1i64, 0, 1]
         .iter()
-        .map(|days| {
-            zone.offset_from_utc_datetime(&(as_utc + Duration::days(*days)).naive_utc())
-                .fix()
-        })
-        .map(|off| as_utc - Duration::seconds(i64::from(off.local_minus_utc())))
+        .filter_map(|days| shift(as_utc, days * 86_400))
+        .map(|near| zone.offset_from_utc_datetime(&near.naive_utc()).fix())
+        .filter_map(|off| shift(as_utc, -i64::from(off.local_minus_utc())))
         .filter(|u| {
             let off = zone.offset_from_utc_datetime(&u.naive_utc()).fix();
-            *u + Duration::seconds(i64::from(off.local_minus_utc())) == as_utc
+            shift(*u, i64::from(off.local_minus_utc())) == Some(as_utc)
         })
         .collect();
     candidates.sort();
@@ -76,7 +93,7 @@ pub fn splay_offset(machine_id: &str, splay: std::time::Duration) -> Duration {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    Duration::seconds((hash % (window + 1)) as i64)
+    Duration::seconds((hash % window.saturating_add(1)) as i64)
 }
 
 /// What to do about a valid request.
@@ -111,7 +128,10 @@ pub fn decide(
         Verdict::Spent
     } else if now < effective {
         Verdict::Pending
-    } else if now <= effective + grace {
+    } else if effective
+        .checked_add_signed(grace)
+        .is_none_or(|end| now <= end)
+    {
         Verdict::RebootNow
     } else {
         Verdict::Missed
@@ -128,6 +148,8 @@ pub enum RequestStatus {
     Spent,
     Missed,
     Invalid,
+    /// The reboot command failed or hung `MAX_REBOOT_TRIES` times.
+    Failed,
 }
 
 impl RequestStatus {
@@ -139,6 +161,7 @@ impl RequestStatus {
             RequestStatus::Spent => "spent",
             RequestStatus::Missed => "missed",
             RequestStatus::Invalid => "invalid",
+            RequestStatus::Failed => "failed",
         }
     }
 }
@@ -171,6 +194,126 @@ pub struct RebootState {
     /// Requested times of reboots carried out, newest first: never carried out twice.
     #[serde(default)]
     pub done: Vec<DateTime<Utc>>,
+    /// The last reboot command started, and whether it is still unconfirmed.
+    #[serde(default)]
+    pub started: Option<Started>,
+}
+
+/// How often the reboot command is run for one request before giving up on it.
+pub const MAX_REBOOT_TRIES: u32 = 3;
+
+/// A reboot command run for a request, with the boot it was run in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub requested: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+    pub boot_id: Option<String>,
+    pub boot_time: Option<DateTime<Utc>>,
+    /// Times the command was run for this request.
+    pub tries: u32,
+    /// True from the start of the command until it returned: a pass that finds it
+    /// true was stopped while the command ran (a shutdown, or a hang).
+    pub open: bool,
+}
+
+/// Record that the reboot command is about to run for `requested`.
+pub fn start(
+    state: &RebootState,
+    requested: DateTime<Utc>,
+    now: DateTime<Utc>,
+    boot_id: Option<String>,
+    boot_time: Option<DateTime<Utc>>,
+) -> RebootState {
+    let tries = match &state.started {
+        Some(s) if s.requested == requested => s.tries.saturating_add(1),
+        _ => 1,
+    };
+    RebootState {
+        started: Some(Started {
+            requested,
+            at: now,
+            boot_id,
+            boot_time,
+            tries,
+            open: true,
+        }),
+        ..state.clone()
+    }
+}
+
+/// The reboot command for `requested` returned; `failure` says why it failed, if it
+/// did. A failure takes the request back from the done list so it is tried again,
+/// up to `MAX_REBOOT_TRIES` times.
+pub fn returned(
+    state: &RebootState,
+    requested: DateTime<Utc>,
+    failure: Option<&str>,
+) -> RebootState {
+    let mut next = state.clone();
+    let tries = next.started.as_ref().map_or(1, |s| s.tries);
+    if let Some(s) = next.started.as_mut() {
+        s.open = false;
+    }
+    let Some(why) = failure else {
+        return next;
+    };
+    let give_up = tries >= MAX_REBOOT_TRIES;
+    if !give_up {
+        next.done.retain(|d| *d != requested);
+    }
+    if let Some(r) = next.request.as_mut() {
+        if give_up {
+            r.status = RequestStatus::Failed;
+            r.detail = format!("the reboot command failed {tries} times, the last time: {why}; not trying again for this request");
+        } else {
+            r.status = RequestStatus::Pending;
+            r.detail = format!("the reboot command failed: {why}; tried again by the next pass");
+        }
+    }
+    next
+}
+
+/// A pass's look at a reboot command an earlier pass started and did not see
+/// return: the host rebooted since (its boot id or boot time changed), or it did
+/// not, and the command failed. Pure: the boot facts come in as values.
+pub fn follow_up(
+    state: &RebootState,
+    boot_id: Option<&str>,
+    boot_time: Option<DateTime<Utc>>,
+) -> (RebootState, Signal, Vec<Note>) {
+    let Some(s) = state.started.as_ref().filter(|s| s.open) else {
+        return (state.clone(), Signal::Quiet, Vec::new());
+    };
+    let changed =
+        |then: Option<&str>, now: Option<&str>| matches!((then, now), (Some(a), Some(b)) if a != b);
+    let rebooted = changed(s.boot_id.as_deref(), boot_id)
+        || matches!((s.boot_time, boot_time), (Some(a), Some(b)) if a != b);
+    if rebooted {
+        let mut next = state.clone();
+        next.started = None;
+        let note = Note::Debug(format!(
+            "the host rebooted after the reboot command for {} started",
+            utc(&s.requested)
+        ));
+        return (next, Signal::Quiet, vec![note]);
+    }
+    let why = format!(
+        "the reboot command started at {} did not complete and the host did not reboot",
+        utc(&s.at)
+    );
+    let next = returned(state, s.requested, Some(&why));
+    let note = Note::Warn(format!(
+        "{why}; {}",
+        match next.request.as_ref().map(|r| r.status) {
+            Some(RequestStatus::Failed) => "giving up on this request",
+            _ => "trying again",
+        }
+    ));
+    let signal = Signal::Bad(
+        Kind::RebootFailed,
+        format!("reboot-failed:{}", s.requested.to_rfc3339()),
+    );
+    (next, signal, vec![note])
 }
 
 /// The request file of the deployed tree, as the caller found it.
@@ -180,6 +323,9 @@ pub enum RequestFile {
     NoDeployment,
     /// The deployed tree has no request file.
     Absent,
+    /// The deployed tree is not on disk (and could not be restored): the request
+    /// cannot be read, which says nothing about it.
+    TreeMissing,
     /// The file exists but cannot be used (path outside the tree, unreadable).
     Unusable(String),
     /// The file's text.
@@ -213,6 +359,21 @@ pub enum Note {
     Debug(String),
 }
 
+fn invalid_review(mut state: RebootState, notes: Vec<Note>, msg: String) -> Review {
+    state.request = Some(RebootRequest {
+        status: RequestStatus::Invalid,
+        requested_at: None,
+        effective_at: None,
+        detail: msg.clone(),
+    });
+    Review {
+        state,
+        action: Action::Invalid,
+        signal: Signal::Bad(Kind::RebootInvalid, format!("reboot-invalid:{msg}")),
+        notes,
+    }
+}
+
 /// The review of a pass's reboot request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Review {
@@ -239,7 +400,7 @@ pub fn review<Tz: TimeZone>(
     let previous = before.request.as_ref();
     let mut state = RebootState {
         request: None,
-        done: before.done.clone(),
+        ..before.clone()
     };
     let mut notes = Vec::new();
     let quiet = |state, notes| Review {
@@ -259,8 +420,20 @@ pub fn review<Tz: TimeZone>(
             }
             return quiet(state, notes);
         }
+        RequestFile::TreeMissing => {
+            notes.push(Note::Warn(
+                "the deployed tree is missing, so its reboot request cannot be read; it is reviewed again once the tree is restored".into(),
+            ));
+            return quiet(before.clone(), notes);
+        }
         RequestFile::Unusable(msg) => Err(msg),
         RequestFile::Text(text) => Ok(text),
+    };
+    let invalid = |state, mut notes: Vec<Note>, msg: String| {
+        notes.push(Note::Info(format!(
+            "invalid reboot request {file_name}: {msg}; not rebooting"
+        )));
+        invalid_review(state, notes, msg)
     };
     let parsed = text
         .and_then(|t| parse_request(&t, zone))
@@ -270,25 +443,19 @@ pub fn review<Tz: TimeZone>(
         });
     let (requested, boot) = match parsed {
         Ok(v) => v,
-        Err(msg) => {
-            notes.push(Note::Info(format!(
-                "invalid reboot request {file_name}: {msg}; not rebooting"
-            )));
-            state.request = Some(RebootRequest {
-                status: RequestStatus::Invalid,
-                requested_at: None,
-                effective_at: None,
-                detail: msg.clone(),
-            });
-            return Review {
-                state,
-                action: Action::Invalid,
-                signal: Signal::Bad(Kind::RebootInvalid, format!("reboot-invalid:{msg}")),
-                notes,
-            };
-        }
+        Err(msg) => return invalid(state, notes, msg),
     };
-    let effective = requested + splay_offset(machine_id, policy.splay);
+    let Some(effective) = requested.checked_add_signed(splay_offset(machine_id, policy.splay))
+    else {
+        return invalid(
+            state,
+            notes,
+            format!(
+                "{} plus the reboot splay is beyond the last representable time",
+                utc(&requested)
+            ),
+        );
+    };
     let grace = Duration::from_std(policy.grace).unwrap_or(Duration::MAX);
     let verdict = decide(requested, effective, boot, now, grace, &before.done);
     let detail = match verdict {
@@ -310,6 +477,13 @@ pub fn review<Tz: TimeZone>(
         ),
         Verdict::Done => format!("carried out for the request {}", utc(&requested)),
     };
+    let gave_up = previous
+        .filter(|p| p.status == RequestStatus::Failed && p.requested_at == Some(requested))
+        .cloned();
+    if let (Verdict::Done, Some(failed)) = (verdict, gave_up) {
+        state.request = Some(failed);
+        return quiet(state, notes);
+    }
     let status = RequestStatus::from(verdict);
     let changed = previous.map(|p| (p.status, p.effective_at)) != Some((status, Some(effective)));
     match verdict {
@@ -608,6 +782,22 @@ mod tests {
     }
 
     #[test]
+    fn review_without_the_deployed_tree_keeps_what_it_knew() {
+        let before = rev(
+            text("2026-11-21T11:00:00Z"),
+            "2026-11-21T10:30:00Z",
+            &RebootState::default(),
+        )
+        .state;
+        let r = rev(RequestFile::TreeMissing, "2026-11-21T10:35:00Z", &before);
+        assert_eq!((r.action, r.signal), (Action::Nothing, Signal::Quiet));
+        assert_eq!(
+            r.state, before,
+            "a pending request is not cancelled by a missing tree"
+        );
+    }
+
+    #[test]
     fn review_of_an_invalid_request_is_bad_news_keyed_by_the_reason() {
         for file in [
             text("tomorrow"),
@@ -721,6 +911,119 @@ mod tests {
             &r.state,
         );
         assert_eq!(again.signal, Signal::Quiet);
+    }
+
+    #[test]
+    fn review_of_times_at_the_ends_of_the_calendar_is_invalid_not_a_crash() {
+        for line in [
+            "+262142-12-31 23:59:59",
+            "-262143-01-01 00:00:00",
+            "9999-12-31T23:59:59+00:00",
+        ] {
+            let r = review(
+                text(line),
+                "reboot-at",
+                &chrono::FixedOffset::east_opt(14 * 3600).unwrap(),
+                Ok(t(B)),
+                "m",
+                t(B),
+                Policy {
+                    grace: std::time::Duration::from_secs(u32::MAX as u64),
+                    splay: std::time::Duration::from_secs(7 * 86_400),
+                },
+                &RebootState::default(),
+            );
+            if line.starts_with("9999") {
+                assert_eq!(
+                    r.action,
+                    Action::Nothing,
+                    "{line}: a far but valid time is pending"
+                );
+            } else {
+                assert_eq!(r.action, Action::Invalid, "{line}");
+            }
+        }
+    }
+
+    fn started(tries: u32) -> RebootState {
+        let r = rev(
+            text("2026-11-21T11:00:00Z"),
+            "2026-11-21T11:01:00Z",
+            &RebootState::default(),
+        );
+        let mut st = r.state;
+        for _ in 0..tries {
+            st = start(
+                &st,
+                t("2026-11-21T11:00:00Z"),
+                t("2026-11-21T11:01:00Z"),
+                Some("boot-a".into()),
+                Some(t(B)),
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn a_command_seen_to_return_is_not_followed_up() {
+        let st = returned(&started(1), t("2026-11-21T11:00:00Z"), None);
+        let (next, signal, notes) = follow_up(&st, Some("boot-a"), Some(t(B)));
+        assert_eq!((next, signal, notes.len()), (st, Signal::Quiet, 0));
+    }
+
+    #[test]
+    fn a_command_cut_short_by_a_real_reboot_is_done() {
+        let st = started(1);
+        for (id, boot) in [
+            (Some("boot-b"), Some(t(B))),
+            (Some("boot-a"), Some(t("2026-11-21T11:02:00Z"))),
+        ] {
+            let (next, signal, _) = follow_up(&st, id, boot);
+            assert_eq!(signal, Signal::Quiet);
+            assert_eq!(next.started, None);
+            assert_eq!(next.done, vec![t("2026-11-21T11:00:00Z")], "stays done");
+        }
+    }
+
+    #[test]
+    fn a_command_that_never_returned_without_a_reboot_is_an_error_and_retried() {
+        let (next, signal, notes) = follow_up(&started(1), Some("boot-a"), Some(t(B)));
+        assert!(
+            matches!(signal, Signal::Bad(Kind::RebootFailed, _)),
+            "{signal:?}"
+        );
+        assert!(
+            next.done.is_empty(),
+            "taken back, so the review can reboot again"
+        );
+        assert_eq!(next.request.unwrap().status, RequestStatus::Pending);
+        assert!(matches!(&notes[..], [Note::Warn(m)] if m.contains("did not reboot")));
+        let again = rev(
+            text("2026-11-21T11:00:00Z"),
+            "2026-11-21T11:06:00Z",
+            &follow_up(&started(1), Some("boot-a"), Some(t(B))).0,
+        );
+        assert_eq!(
+            again.action,
+            Action::Reboot {
+                requested: t("2026-11-21T11:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn the_reboot_command_is_given_up_after_its_tries() {
+        let (next, _, notes) = follow_up(&started(MAX_REBOOT_TRIES), Some("boot-a"), Some(t(B)));
+        assert_eq!(
+            next.done,
+            vec![t("2026-11-21T11:00:00Z")],
+            "never tried again"
+        );
+        assert_eq!(next.request.as_ref().unwrap().status, RequestStatus::Failed);
+        assert!(matches!(&notes[..], [Note::Warn(m)] if m.contains("giving up")));
+        let later = rev(text("2026-11-21T11:00:00Z"), "2026-11-21T11:10:00Z", &next);
+        assert_eq!(later.action, Action::Nothing);
+        assert_eq!(later.state.request.unwrap().status, RequestStatus::Failed);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Kind {
     Rebooting,
     RebootMissed,
     RebootInvalid,
+    /// The reboot command failed, hung, or ran without the host rebooting.
+    RebootFailed,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Rebooting => "rebooting",
             Kind::RebootMissed => "reboot-missed",
             Kind::RebootInvalid => "reboot-invalid",
+            Kind::RebootFailed => "reboot-failed",
         }
     }
 }

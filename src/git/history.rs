@@ -26,6 +26,10 @@ impl Cache {
         self.repo.is_shallow().unwrap_or(false)
     }
 
+    pub fn has_object(&self, id: &ObjectId) -> bool {
+        self.repo.has_object(id)
+    }
+
     pub fn has_commit(&self, id: &ObjectId) -> bool {
         self.repo.find_commit(*id).is_ok()
     }
@@ -95,5 +99,91 @@ impl Cache {
             .ok()
             .and_then(|t| Utc.timestamp_opt(t.seconds, 0).single());
         Ok(CommitInfo { subject, time })
+    }
+}
+
+impl Cache {
+    /// What is wrong with the cache's own data, if anything: a pack without its index
+    /// (or the reverse), a file that does not parse or whose checksum does not match
+    /// (truncated, bit rot), or a ref naming a commit that is not there. Asked only
+    /// after a fetch failed, to tell a damaged cache from a server problem.
+    pub fn damage(&self) -> Option<String> {
+        use gix::odb::pack;
+        let dir = self.repo.objects.store_ref().path().join("pack");
+        let interrupt = std::sync::atomic::AtomicBool::new(false);
+        let kind = self.repo.object_hash();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("{} is missing", dir.display()))
+            }
+            Err(e) => return Some(format!("cannot read {}: {e}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let other = match ext {
+                "idx" => path.with_extension("pack"),
+                "pack" => path.with_extension("idx"),
+                _ => continue,
+            };
+            if !other.exists() {
+                return Some(format!("{} has no {}", path.display(), other.display()));
+            }
+            if ext != "idx" {
+                continue;
+            }
+            let idx = match pack::index::File::at(&path, kind) {
+                Ok(i) => i,
+                Err(e) => return Some(format!("{}: {e}", path.display())),
+            };
+            if let Err(e) = idx.verify_checksum(&mut gix::progress::Discard, &interrupt) {
+                return Some(format!("{}: {e}", path.display()));
+            }
+            let data = match pack::data::File::at(&other, kind) {
+                Ok(d) => d,
+                Err(e) => return Some(format!("{}: {e}", other.display())),
+            };
+            match data.verify_checksum(&mut gix::progress::Discard, &interrupt) {
+                Ok(sum) if sum == idx.pack_checksum() => {}
+                Ok(_) => {
+                    return Some(format!(
+                        "{} does not belong to {}",
+                        other.display(),
+                        path.display()
+                    ))
+                }
+                Err(e) => return Some(format!("{}: {e}", other.display())),
+            }
+        }
+        let refs = match self.repo.references() {
+            Ok(r) => r,
+            Err(e) => return Some(format!("cannot read its refs: {e}")),
+        };
+        let all = match refs.all() {
+            Ok(a) => a,
+            Err(e) => return Some(format!("cannot read its refs: {e}")),
+        };
+        for r in all {
+            let mut r = match r {
+                Ok(r) => r,
+                Err(e) => return Some(format!("a ref cannot be read: {e}")),
+            };
+            let name = r.name().as_bstr().to_string();
+            let Ok(id) = r.peel_to_id() else {
+                return Some(format!("{name} names an object that is not there"));
+            };
+            let tree = self
+                .repo
+                .find_commit(id.detach())
+                .ok()
+                .and_then(|c| c.tree().ok());
+            if tree.is_none() {
+                return Some(format!(
+                    "the commit {name} names, or its tree, is not there"
+                ));
+            }
+        }
+        None
     }
 }

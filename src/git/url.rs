@@ -165,20 +165,24 @@ fn secrets_of(url: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    // A user name over http(s) is often a token; a short one ("git") is a name, and
+    // scrubbing it would mangle ordinary words (URLs are redacted whole anyway).
+    let user_is_secret = |user: &str| {
+        matches!(scheme, "http" | "https")
+            && user.chars().count() >= crate::log::SCRUB_ANYWHERE_MIN_CHARS
+    };
     match info.split_once(':') {
         Some((user, password)) => {
-            if matches!(scheme, "http" | "https") && !user.is_empty() {
+            if user_is_secret(user) {
                 out.push(user.to_string());
             }
             if !password.is_empty() {
                 out.push(password.to_string());
             }
         }
-        None if matches!(scheme, "http" | "https") => out.push(info.to_string()),
+        None if user_is_secret(info) => out.push(info.to_string()),
         None => {}
     }
-    // Short user names like "git" would make scrubbing mangle ordinary words.
-    out.retain(|s| s.len() >= 4);
     out
 }
 

@@ -14,6 +14,7 @@ pub mod signals;
 pub struct Facts {
     /// The kernel's boot time, or why it could not be read.
     pub boot_time: Result<DateTime<Utc>, String>,
+    pub boot_id: Option<String>,
     pub machine_id: String,
 }
 
@@ -21,6 +22,7 @@ impl Facts {
     pub fn gather() -> Facts {
         Facts {
             boot_time: boot_time(),
+            boot_id: boot_id(),
             machine_id: machine_id(),
         }
     }
@@ -78,6 +80,69 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// SIGKILL every child process of this process (found in /proc by parent pid): the
+/// ssh or git-upload-pack a stuck fetch waits for.
+pub fn kill_children() {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if parent_of(pid) == Some(me) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Shut down (not close: the descriptors stay valid) every TCP connection of this
+/// process, so reads blocked on them return. Only the fetch has any at that point.
+pub fn shut_down_inet_sockets() {
+    use nix::sys::socket::{
+        getsockname, shutdown, AddressFamily, Shutdown, SockaddrLike, SockaddrStorage,
+    };
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .map(|t| t.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false);
+        if !is_socket {
+            continue;
+        }
+        let inet = getsockname::<SockaddrStorage>(fd)
+            .ok()
+            .and_then(|a| a.family())
+            .is_some_and(|f| matches!(f, AddressFamily::Inet | AddressFamily::Inet6));
+        if inet {
+            let _ = shutdown(fd, Shutdown::Both);
+        }
+    }
+}
+
 /// `systemctl reboot` where systemd is the running init, `reboot` elsewhere.
 pub fn default_reboot_command() -> String {
     if Path::new("/run/systemd/system").is_dir() {
@@ -87,21 +152,41 @@ pub fn default_reboot_command() -> String {
     }
 }
 
-/// Run the reboot command with `/bin/sh -c`. From here on SIGTERM ends the pass
-/// with exit 0: a shutting-down system stops the unit that way.
-pub fn run_reboot_command(command: &str) -> Result<()> {
+/// Run the reboot command with `/bin/sh -c`, for at most `limit`. From here on
+/// SIGTERM ends the pass with exit 0: a shutting-down system stops the unit that way.
+pub fn run_reboot_command(command: &str, limit: std::time::Duration) -> Result<()> {
+    use std::os::unix::process::CommandExt;
     crate::log::info!("running reboot command: {command}");
     signals::exit_cleanly_on_term();
-    let status = std::process::Command::new("/bin/sh")
+    let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
-        .status()
+        .process_group(0)
+        .spawn()
         .with_context(|| format!("failed to start {command:?}"))?;
-    if !status.success() {
-        anyhow::bail!("{command:?} exited with {status}");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("failed to wait for {command:?}"))?
+        {
+            if !status.success() {
+                anyhow::bail!("{command:?} exited with {status}");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            anyhow::bail!(
+                "{command:?} did not return within {}s and was killed",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok(())
 }
 
 #[cfg(test)]

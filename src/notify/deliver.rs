@@ -42,6 +42,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether `url` can be sent to at all: an http(s) URL with a host that the HTTP
+/// client accepts. Checked once when the options are read, so a malformed URL is
+/// reported once instead of being retried on every message.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err("is not http(s)".into());
+    }
+    match ureq::http::Uri::try_from(url) {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err("has no host".into()),
+        Err(e) => Err(format!("is malformed ({e})")),
+    }
+}
+
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -220,7 +234,16 @@ fn post(agent: &ureq::Agent, target: &Target, e: &Event, body: &Body) -> Answer 
                 _ => Answer::Permanent(format!("HTTP {status}")),
             }
         }
-        Err(err) => Answer::Transient(crate::log::scrub(&err.to_string())),
+        Err(err) => {
+            let why = crate::log::scrub(&err.to_string());
+            match err {
+                // Another try would fail the same way.
+                ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
+                    Answer::Permanent(why)
+                }
+                _ => Answer::Transient(why),
+            }
+        }
     }
 }
 
@@ -293,6 +316,20 @@ mod tests {
             script(&[Answer::Permanent("HTTP 404".into())]),
             (false, vec![true], vec![])
         );
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_before_any_request() {
+        assert!(check_url("https://discord.com/api/webhooks/1/x").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
+        for bad in [
+            "ftp://h/x",
+            "https://",
+            "https://exa mple.com/x",
+            "http://[::1/x",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -76,9 +76,9 @@ pub fn resolve(
     if url.is_empty() {
         return None;
     }
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
+    if let Err(why) = deliver::check_url(&url) {
         warn!(
-            "the webhook URL {} is not http(s); notifications are off",
+            "the webhook URL {} {why}; notifications are off",
             deliver::redact_url(&url)
         );
         return None;

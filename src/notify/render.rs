@@ -248,7 +248,11 @@ fn boundary_for(e: &Event) -> String {
 fn icon(kind: Kind) -> &'static str {
     match kind {
         Kind::Applied | Kind::Recovered => "✅",
-        Kind::Failed | Kind::InvalidEntrypoint | Kind::Error | Kind::RebootInvalid => "❌",
+        Kind::Failed
+        | Kind::InvalidEntrypoint
+        | Kind::Error
+        | Kind::RebootInvalid
+        | Kind::RebootFailed => "❌",
         Kind::Refused | Kind::RebootMissed => "⚠️",
         Kind::RebootScheduled | Kind::Rebooting => "🔄",
     }

@@ -99,13 +99,18 @@ pub fn event(facts: &Facts, kind: Kind, reminder: bool, open: Option<&Alert>) ->
                 open.map(|a| format!(" (failing since {})", a.since.format("%Y-%m-%d %H:%M UTC")));
             summary = format!("recovered{}: {summary}", since.unwrap_or_default());
         }
-        Kind::RebootScheduled | Kind::Rebooting | Kind::RebootMissed | Kind::RebootInvalid => {
+        Kind::RebootScheduled
+        | Kind::Rebooting
+        | Kind::RebootMissed
+        | Kind::RebootInvalid
+        | Kind::RebootFailed => {
             summary = format!(
                 "{}: {}",
                 match kind {
                     Kind::RebootScheduled => "reboot scheduled",
                     Kind::Rebooting => "rebooting now",
                     Kind::RebootMissed => "reboot missed",
+                    Kind::RebootFailed => "reboot failed",
                     _ => "invalid reboot request",
                 },
                 facts.reboot_detail.as_deref().unwrap_or("")

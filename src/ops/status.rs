@@ -101,9 +101,15 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         log: a.log.clone(),
     });
     doc.last_log = st.attempt.as_ref().and_then(|a| a.log.clone());
+    if let Some(r) = &st.remote {
+        doc.remote_commit = Some(r.commit.clone());
+        doc.classification = Some(r.classification);
+    }
     if let Some(p) = &st.last_pass {
-        doc.remote_commit = p.remote_commit.clone();
-        doc.classification = p.classification;
+        if st.remote.is_none() {
+            doc.remote_commit = p.remote_commit.clone();
+            doc.classification = p.classification;
+        }
         doc.last_pass = Some(PassDoc {
             started_at: p.started_at,
             duration_ms: p.duration_ms,

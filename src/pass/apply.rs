@@ -1,7 +1,7 @@
 //! Applying a commit: check it out into its own tree, run the entrypoint there,
 //! and only when it exits 0 switch `current` and record the commit as deployed.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -80,7 +80,14 @@ pub fn apply(
         }
     };
 
+    // The attempt is on disk before the entrypoint can start: a pass killed at any
+    // moment after this leaves a record that the next pass settles, and a disk too
+    // full to hold it stops here, before anything ran.
+    attempt.boot_id = crate::host::boot_id();
     st.attempt = Some(attempt);
+    let state_path = layout.state_file();
+    state::save(&state_path, st)
+        .context("failed to record the attempt before starting the entrypoint; nothing was run")?;
     let env = vec![
         ("GITOPS_COMMIT".to_string(), hex.clone()),
         (
@@ -104,7 +111,6 @@ pub fn apply(
     );
     info!("running {} in {}", cfg.entrypoint, tree.display());
     let ran = Instant::now();
-    let state_path = layout.state_file();
     let exited = entrypoint::run(
         entrypoint::Spec {
             program: &program,
@@ -113,12 +119,12 @@ pub fn apply(
             timeout: cfg.timeout,
             log: &log_path,
             header,
+            pid_file: &layout.pid_file(),
         },
         |pid| {
             let a = st.attempt.as_mut().expect("attempt set above");
             a.pid = Some(pid);
             a.pid_start_ticks = crate::host::process_start_ticks(pid);
-            a.boot_id = crate::host::boot_id();
             state::save(&state_path, st)
         },
     )?;
@@ -130,15 +136,38 @@ pub fn apply(
     a.pid = None;
     a.pid_start_ticks = None;
     a.boot_id = None;
-    a.result = match exited {
+    a.result = match &exited {
         e if e.success() => AttemptResult::Succeeded,
         Exited::TimedOut => AttemptResult::TimedOut,
         Exited::Interrupted => AttemptResult::Interrupted,
+        Exited::NotStarted(_) => AttemptResult::InvalidEntrypoint,
         _ => AttemptResult::Failed,
     };
     logs::prune(&layout.logs(), std::slice::from_ref(&log_path));
 
+    if let Exited::NotStarted(why) = &exited {
+        st.failing = Some(decide::plan::record_failure(
+            st.failing.as_ref(),
+            &hex,
+            finished,
+        ));
+        prune_trees(cfg, layout, st);
+        return Ok(Applied {
+            ended: Ended::InvalidEntrypoint {
+                commit: hex.clone(),
+            },
+            summary: format!(
+                "not running {}: entrypoint {:?}: {why}",
+                short(&hex),
+                cfg.entrypoint
+            ),
+        });
+    }
+
     if exited.success() {
+        // Switching `current` is the moment of deployment; the state follows at
+        // once, before anything slow (notifications). Should that save fail, the
+        // next pass finds `current` naming the attempted commit and records it.
         trees::switch_current(layout, &hex)?;
         st.mark_deployed(Deployed {
             commit: hex.clone(),
@@ -147,6 +176,13 @@ pub fn apply(
             deployed_at: finished,
         });
         st.failing = None;
+        state::save(&state_path, st).with_context(|| {
+            format!(
+                "{} succeeded and current points at {}, but the state could not be recorded; the next pass records it as deployed",
+                cfg.entrypoint,
+                short(&hex)
+            )
+        })?;
         prune_trees(cfg, layout, st);
         let from = previous
             .as_deref()
@@ -173,11 +209,15 @@ pub fn apply(
         .as_deref()
         .map(|p| format!("; {} stays deployed", short(p)))
         .unwrap_or_default();
-    let how = match exited {
-        Exited::Exited(c) => format!("exited {c}"),
-        Exited::Signaled(s) => format!("was killed by signal {s}"),
-        Exited::TimedOut => format!("timed out after {}", crate::duration::format(cfg.timeout)),
-        Exited::Interrupted => "was interrupted".to_string(),
+    let how = match &exited {
+        Exited::Exited(c) => format!("exited {c} after {took:.2}s"),
+        Exited::Signaled(s) => format!("was killed by signal {s} after {took:.2}s"),
+        Exited::TimedOut => format!(
+            "timed out (--timeout {})",
+            crate::duration::format(cfg.timeout)
+        ),
+        Exited::Interrupted => format!("was interrupted after {took:.2}s"),
+        Exited::NotStarted(why) => why.clone(),
     };
     let retry = st
         .failing
@@ -185,7 +225,7 @@ pub fn apply(
         .map(|f| utc(&f.next_retry_at))
         .unwrap_or_default();
     let summary = format!(
-        "{} failed for {}: {how} after {took:.2}s{kept}; next retry at {retry}; log: {}",
+        "{} failed for {}: {how}{kept}; next retry at {retry}; log: {}",
         cfg.entrypoint,
         short(&hex),
         log_path.display()

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
@@ -79,26 +79,62 @@ pub fn locate(tree: &Path, rel: &str) -> Result<Option<PathBuf>, String> {
 }
 
 /// How the entrypoint ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     Exited(i32),
     Signaled(i32),
     TimedOut,
     Interrupted,
+    /// The kernel refused to execute it (missing interpreter, CRLF after `#!`, no
+    /// `#!` line...): nothing ran. The string says why, for people.
+    NotStarted(String),
 }
 
 impl Ended {
-    pub fn success(self) -> bool {
-        self == Ended::Exited(0)
+    pub fn success(&self) -> bool {
+        *self == Ended::Exited(0)
     }
     /// The shell convention: the exit status, or 128 + signal number.
-    pub fn code(self) -> Option<i32> {
+    pub fn code(&self) -> Option<i32> {
         match self {
-            Ended::Exited(c) => Some(c),
+            Ended::Exited(c) => Some(*c),
             Ended::Signaled(s) => Some(128 + s),
-            Ended::TimedOut | Ended::Interrupted => None,
+            Ended::TimedOut | Ended::Interrupted | Ended::NotStarted(_) => None,
         }
     }
+}
+
+/// Why `program` could not be executed, in words that point at the fix: the
+/// interpreter named by its `#!` line, a carriage return after it, or no such line.
+pub fn why_not_executable(program: &Path, err: &std::io::Error) -> String {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return format!(
+            "the kernel cannot execute it ({err}): it has no #! line naming an interpreter (add one, e.g. #!/bin/sh) and is not a program for this machine"
+        );
+    };
+    let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    if text.ends_with('\r') {
+        return format!(
+            "its #! line {:?} ends with a carriage return: the file has Windows (CRLF) line endings; convert it to LF (dos2unix, or `git config core.autocrlf input`)",
+            format!("#!{}", text.trim_end_matches('\r'))
+        );
+    }
+    let interpreter = text.split_whitespace().next().unwrap_or("");
+    if interpreter.is_empty() {
+        return "its #! line names no interpreter".into();
+    }
+    if !Path::new(interpreter).exists() {
+        return format!(
+            "its interpreter {interpreter} (from the #! line) does not exist on this host"
+        );
+    }
+    format!("the kernel cannot execute it with the interpreter {interpreter}: {err}")
 }
 
 pub struct Spec<'a> {
@@ -108,6 +144,9 @@ pub struct Spec<'a> {
     pub timeout: Duration,
     pub log: &'a Path,
     pub header: String,
+    /// A file the child writes its own pid into before it executes the program, so
+    /// a pass killed right after the fork still leaves a trace of its orphan.
+    pub pid_file: &'a Path,
 }
 
 /// Where the entrypoint's output goes: our stderr (the journal) and a capped log file.
@@ -137,19 +176,43 @@ impl Sink {
     }
 }
 
-fn pump(reader: impl Read, sink: Arc<Mutex<Sink>>) {
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
+/// Longest piece of output handled as one line: a longer line (or output without
+/// any newline) is passed on in pieces of this size, so memory stays bounded
+/// whatever the entrypoint prints.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+fn pump(mut reader: impl Read, sink: Arc<Mutex<Sink>>) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut line: Vec<u8> = Vec::with_capacity(1024);
+    let flush = |line: &mut Vec<u8>| {
+        if let Ok(mut s) = sink.lock() {
+            s.write_line(line);
+        }
+        line.clear();
+    };
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if let Ok(mut s) = sink.lock() {
-                    s.write_line(&buf);
-                }
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for piece in chunk[..n].split_inclusive(|b| *b == b'\n') {
+            let mut piece = piece;
+            while line.len() + piece.len() > MAX_LINE_BYTES {
+                let room = MAX_LINE_BYTES - line.len();
+                line.extend_from_slice(&piece[..room]);
+                flush(&mut line);
+                piece = &piece[room..];
+            }
+            line.extend_from_slice(piece);
+            if line.ends_with(b"\n") {
+                flush(&mut line);
             }
         }
+    }
+    if !line.is_empty() {
+        flush(&mut line);
     }
 }
 
@@ -182,16 +245,42 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
 
+    let pid_file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(spec.pid_file)
+        .with_context(|| format!("failed to create {}", spec.pid_file.display()))?;
+    let pid_fd = std::os::fd::AsRawFd::as_raw_fd(&pid_file);
+    // SAFETY: between fork and exec only async-signal-safe calls: getpid, write.
+    unsafe {
+        cmd.pre_exec(move || {
+            write_pid(pid_fd, nix::libc::getpid());
+            Ok(())
+        });
+    }
+
     let signals = StopSignals::install();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("failed to start entrypoint {}", spec.program.display()))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            drop(signals);
+            let why = why_not_executable(spec.program, &e);
+            let _ = std::fs::remove_file(spec.pid_file);
+            if let Ok(mut s) = sink.lock() {
+                let line = format!("[gitops-run: could not start the entrypoint: {why}]\n");
+                let _ = s.file.write_all(line.as_bytes());
+            }
+            return Ok(Ended::NotStarted(why));
+        }
+    };
+    drop(pid_file);
     let pid = child.id() as i32;
     let pgid = Pid::from_raw(pid);
     if let Err(e) = on_spawn(pid) {
-        let _ = signal::killpg(pgid, Signal::SIGKILL);
-        let _ = child.wait();
-        return Err(e);
+        // The attempt was recorded before the start; losing the pid only costs the
+        // next pass a look at the pid file.
+        crate::log::warn!("could not record the entrypoint's pid {pid}: {e:#}");
     }
 
     let mut pumps = Vec::new();
@@ -209,7 +298,8 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
         let _ = tx.send(child.wait());
     });
 
-    let deadline = Instant::now() + spec.timeout;
+    // A deadline beyond what the clock can hold is no deadline.
+    let deadline = Instant::now().checked_add(spec.timeout);
     let mut stopping: Option<(Ended, Instant)> = None;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -224,7 +314,7 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
             None => {
                 let why = if stop_requested() {
                     Some(Ended::Interrupted)
-                } else if now >= deadline {
+                } else if deadline.is_some_and(|d| now >= d) {
                     Some(Ended::TimedOut)
                 } else {
                     None
@@ -273,6 +363,7 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
         let _ = s.file.sync_all();
     }
 
+    let _ = std::fs::remove_file(spec.pid_file);
     Ok(match stopping {
         Some((why, _)) => why,
         None => match status.code() {
@@ -282,22 +373,65 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
     })
 }
 
+/// Write `pid` as decimal text and a newline to `fd`, without allocating: this runs
+/// in a forked child.
+fn write_pid(fd: i32, pid: i32) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len() - 1;
+    buf[i] = b'\n';
+    let mut n = pid.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: write(2) on a valid fd with a pointer into a live buffer.
+    unsafe {
+        nix::libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i);
+    }
+}
+
+/// The pid a child wrote into `path` before it executed the entrypoint.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// What identifies the entrypoint of an interrupted pass.
+pub struct Orphan<'a> {
+    pub pid: i32,
+    /// Its start time in clock ticks after boot, when the pass lived long enough to
+    /// record it.
+    pub start_ticks: Option<u64>,
+    /// The boot it ran in.
+    pub boot: Option<&'a str>,
+    /// The commit it applied: `GITOPS_COMMIT` in its environment.
+    pub commit: &'a str,
+}
+
 /// Stop what is left of an entrypoint whose pass was killed: the process group of
-/// `pid`, if it is the same process (same boot, same start time) or if only the rest
-/// of its group remains (a pid cannot be reused while its group still exists).
-pub fn stop_orphan(pid: i32, start_ticks: Option<u64>, boot: Option<&str>) -> bool {
-    if pid <= 1 || boot.is_none() || boot_id().as_deref() != boot {
+/// `pid`, if it is provably the same process (same boot, and the same start time,
+/// or `GITOPS_COMMIT` of the attempt in its environment) or if only the rest of its
+/// group remains (a pid cannot be reused as a group id while the group exists).
+pub fn stop_orphan(o: &Orphan<'_>) -> bool {
+    if o.pid <= 1 || o.boot.is_none() || boot_id().as_deref() != o.boot {
         return false;
     }
-    let pgid = Pid::from_raw(pid);
-    let same = match process_start_ticks(pid) {
-        Some(now) => Some(now) == start_ticks,
-        None => signal::killpg(pgid, None).is_ok(),
+    let pgid = Pid::from_raw(o.pid);
+    let same = match (process_start_ticks(o.pid), o.start_ticks) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => environ_has(o.pid, &format!("GITOPS_COMMIT={}", o.commit)),
+        (None, _) => signal::killpg(pgid, None).is_ok(),
     };
     if !same {
         return false;
     }
-    info!("an entrypoint from an interrupted pass is still running (process group {pid}); stopping it");
+    info!(
+        "an entrypoint from an interrupted pass is still running (process group {}); stopping it",
+        o.pid
+    );
     let _ = signal::killpg(pgid, Signal::SIGTERM);
     let until = Instant::now() + Duration::from_secs(KILL_GRACE_SECS);
     while Instant::now() < until && signal::killpg(pgid, None).is_ok() {
@@ -305,6 +439,12 @@ pub fn stop_orphan(pid: i32, start_ticks: Option<u64>, boot: Option<&str>) -> bo
     }
     let _ = signal::killpg(pgid, Signal::SIGKILL);
     true
+}
+
+fn environ_has(pid: i32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::decide::outcome::{outcome, Ended};
 use crate::decide::reboot::Action;
 use crate::exit::{class_of, Exit};
 use crate::host;
-use crate::log::info;
+use crate::log::{info, warn};
 use crate::state::{self, Layout};
 
 pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
@@ -42,25 +42,33 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     if let Ok(s) = &synced {
         info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
     }
-    let review = reboot::review(&cfg.reboot, layout, &st, &host::Facts::gather(), Utc::now());
+    let machine = host::Facts::gather();
+    let (review, reboot_failed) = reboot::review(&cfg.reboot, layout, &st, &machine, Utc::now());
     st.reboot = review.state.clone();
     let ended = match &synced {
         Ok(s) => s.ended.clone(),
         Err(e) => Ended::Error(class_of(e)),
     };
-    let out = outcome(&ended, review.action == Action::Invalid);
+    let out = outcome(&ended, review.action == Action::Invalid || reboot_failed);
     let elapsed = started.elapsed();
     st.last_pass = Some(record::last_pass(&synced, &out, started_at, elapsed));
+    // The outcome is on disk before anything slow or optional (notifications).
+    state::save(&layout.state_file(), &st)?;
     if let Some(target) = &cfg.notify {
+        let alerts = st.notify.clone();
         let facts = record::facts(cfg, &st, previous, &synced, &out, elapsed);
         let channels = [("deploy", out.signal.clone()), ("reboot", review.signal)];
         crate::notify::report::notify(target, &facts, &mut st.notify, channels);
+        if st.notify != alerts {
+            if let Err(e) = state::save(&layout.state_file(), &st) {
+                warn!("could not record which notifications were sent: {e:#}");
+            }
+        }
     }
-    state::save(&layout.state_file(), &st)?;
     // A due reboot happens whatever else failed: a Git outage must not cancel it.
     let exit = match review.action {
         Action::Reboot { requested } => {
-            reboot::carry_out(&cfg.reboot, layout, &mut st, requested, out.exit)?
+            reboot::carry_out(&cfg.reboot, layout, &mut st, requested, &machine, out.exit)?
         }
         _ => out.exit,
     };

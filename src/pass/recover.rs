@@ -5,12 +5,13 @@
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
+use super::entrypoint;
 use crate::config::PassSettings;
 use crate::decide;
 use crate::exit::{fail, Exit};
 use crate::git::{Cache, ObjectId};
 use crate::log::{info, short};
-use crate::state::{self, trees, AttemptResult, Layout, State};
+use crate::state::{self, trees, AttemptResult, Deployed, Layout, State};
 
 /// Load `state.json`, or start a new state. A state of another repository is
 /// refused; a changed branch is followed.
@@ -43,22 +44,56 @@ pub fn load_state(cfg: &PassSettings, layout: &Layout) -> Result<State> {
 /// Remove leftovers of an interrupted pass and settle its attempt.
 pub fn clean_up(layout: &Layout, st: &mut State, now: DateTime<Utc>) -> Result<()> {
     trees::clean_leftovers(layout)?;
-    settle_interrupted_attempt(st, now);
+    settle_interrupted_attempt(layout, st, now);
     Ok(())
 }
 
-/// A pass that died while its entrypoint ran left an attempt marked running. Stop
-/// what is left of that entrypoint and count the attempt as failed.
-fn settle_interrupted_attempt(st: &mut State, now: DateTime<Utc>) {
+/// A pass that died while applying left an attempt marked running. If `current`
+/// already names the attempted commit, its entrypoint exited 0 and only the record
+/// was lost: record it as deployed. Otherwise stop what is left of that entrypoint
+/// and count the attempt as failed.
+fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc>) {
+    let pid_file = layout.pid_file();
     let Some(attempt) = st.attempt.as_mut() else {
+        let _ = std::fs::remove_file(&pid_file);
         return;
     };
     if attempt.result != AttemptResult::Running {
+        let _ = std::fs::remove_file(&pid_file);
         return;
     }
-    if let Some(pid) = attempt.pid {
-        super::entrypoint::stop_orphan(pid, attempt.pid_start_ticks, attempt.boot_id.as_deref());
+    let deployed = st.deployed.as_ref().map(|d| d.commit.as_str());
+    let current = trees::current_commit(layout);
+    if current.as_deref() == Some(attempt.commit.as_str()) && deployed != current.as_deref() {
+        info!(
+            "the previous pass ended after {}'s entrypoint exited 0 (current already points at it); recording it as deployed",
+            short(&attempt.commit)
+        );
+        attempt.result = AttemptResult::Succeeded;
+        attempt.finished_at.get_or_insert(now);
+        attempt.pid = None;
+        let d = Deployed {
+            commit: attempt.commit.clone(),
+            subject: attempt.subject.clone(),
+            commit_time: None,
+            deployed_at: now,
+        };
+        st.mark_deployed(d);
+        st.failing = None;
+        let _ = std::fs::remove_file(&pid_file);
+        return;
     }
+    let recorded = attempt.pid.map(|pid| (pid, attempt.pid_start_ticks));
+    let from_file = || entrypoint::read_pid_file(&pid_file).map(|pid| (pid, None));
+    if let Some((pid, start_ticks)) = recorded.or_else(from_file) {
+        entrypoint::stop_orphan(&entrypoint::Orphan {
+            pid,
+            start_ticks,
+            boot: attempt.boot_id.as_deref(),
+            commit: &attempt.commit,
+        });
+    }
+    let _ = std::fs::remove_file(&pid_file);
     info!(
         "the previous pass ended while applying {}; counting that attempt as failed",
         short(&attempt.commit)

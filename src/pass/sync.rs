@@ -11,9 +11,9 @@ use crate::decide::outcome::Ended;
 use crate::decide::{self, Classification, Plan};
 use crate::exit::{fail, Classify, Exit};
 use crate::git::{Cache, CommitLine, History, ObjectId};
-use crate::log::{debug, info, short, utc};
+use crate::log::{debug, info, short, utc, warn};
 use crate::notify::render::MAX_SUBJECTS;
-use crate::state::{AttemptResult, Layout, State};
+use crate::state::{AttemptResult, Layout, RemoteTip, State};
 
 /// What the middle of a pass did.
 pub struct Synced {
@@ -34,16 +34,42 @@ pub fn sync(
     now: DateTime<Utc>,
     clock: Clock,
 ) -> Result<Synced> {
-    let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+    let mut cache =
+        Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     let deployed = deployed_id(st)?;
+    // The deployed tree comes back from the cache before the fetch: a Git outage
+    // must not leave the host without it (nor its reboot request unread).
+    if let Some(d) = deployed {
+        restore_current(layout, &cache, d)?;
+    }
     debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
-    let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed)?;
-    let class = classify(cfg, &cache, deployed, remote)?;
+    let remote = match cache.fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout) {
+        Ok(remote) => remote,
+        Err(e) if crate::state::is_disk_full(&e) => {
+            return Err(disk_full_is_not_a_fetch_error(e, layout))
+        }
+        Err(e) => match cache.damage() {
+            None => return Err(e),
+            Some(why) => {
+                warn!("the fetch failed and the cache {} is damaged ({why}); rebuilding it and fetching again (the deployed tree and current are kept)", layout.cache().display());
+                cache = cache.rebuild(&cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+                st.deepened_for = None;
+                cache
+                    .fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout)
+                    .map_err(|e| disk_full_is_not_a_fetch_error(e, layout))?
+            }
+        },
+    };
+    let class = classify(cfg, &cache, st, deployed, remote)?;
     debug!(
         "deployed {}, remote {remote}: {}",
         deployed.map(|d| d.to_string()).as_deref().unwrap_or("none"),
         class.as_str()
     );
+    st.remote = Some(RemoteTip {
+        commit: remote.to_string(),
+        classification: class,
+    });
     if let Some(d) = deployed {
         restore_current(layout, &cache, d)?;
     }
@@ -121,6 +147,22 @@ pub fn sync(
     }
 }
 
+/// A fetch that fails because the cache's disk is full is not the server's fault:
+/// say so, and where, instead of "fetch failed".
+fn disk_full_is_not_a_fetch_error(e: anyhow::Error, layout: &Layout) -> anyhow::Error {
+    if !crate::state::is_disk_full(&e) {
+        return e;
+    }
+    fail(
+        Exit::Internal,
+        format!(
+            "disk full: no space left on the file system holding {} while fetching ({})",
+            layout.cache().display(),
+            crate::log::one_line(&format!("{e:#}"))
+        ),
+    )
+}
+
 fn deployed_id(st: &State) -> Result<Option<ObjectId>> {
     let Some(d) = &st.deployed else {
         return Ok(None);
@@ -161,10 +203,12 @@ fn refusal(cfg: &PassSettings, c: Classification, deployed: &str, remote: &str) 
 }
 
 /// Classify the remote tip against the deployed commit. In a shallow cache a missing
-/// merge base may only mean missing history, so deepen before calling it diverged.
+/// merge base may only mean missing history, so deepen before calling it diverged,
+/// once per remote tip: a refused tip does not make every pass fetch all history.
 fn classify(
     cfg: &PassSettings,
     cache: &Cache,
+    st: &mut State,
     deployed: Option<ObjectId>,
     remote: ObjectId,
 ) -> Result<Classification> {
@@ -173,14 +217,15 @@ fn classify(
         _ => None,
     };
     let class = decide::plan::classify(deployed.as_ref(), &remote, base(cache).as_ref());
-    if class == Classification::Diverged
-        && (cache.is_shallow() || !deployed.map(|d| cache.has_commit(&d)).unwrap_or(true))
-    {
+    let incomplete = cache.is_shallow() || !deployed.map(|d| cache.has_commit(&d)).unwrap_or(true);
+    let deepened = st.deepened_for.as_deref() == Some(remote.to_string().as_str());
+    if class == Classification::Diverged && incomplete && !deepened {
         info!(
             "history is incomplete here; fetching all of {} before concluding that it diverged",
             cfg.branch
         );
-        cache.fetch(&cfg.repo, &cfg.branch, History::Full)?;
+        cache.fetch(&cfg.repo, &cfg.branch, History::Full, cfg.fetch_timeout)?;
+        st.deepened_for = Some(remote.to_string());
         return Ok(decide::plan::classify(
             deployed.as_ref(),
             &remote,

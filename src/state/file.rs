@@ -90,6 +90,14 @@ pub struct LastPass {
     pub error: Option<String>,
 }
 
+/// The remote tip at the last successful fetch and how it related to the deployed
+/// commit then. Kept across failed passes: it is what the host last knew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTip {
+    pub commit: String,
+    pub classification: Classification,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
@@ -103,6 +111,12 @@ pub struct State {
     pub attempt: Option<Attempt>,
     pub failing: Option<Failing>,
     pub last_pass: Option<LastPass>,
+    #[serde(default)]
+    pub remote: Option<RemoteTip>,
+    /// The remote tip for which the full history was fetched to classify it: not
+    /// fetched again for the same tip.
+    #[serde(default)]
+    pub deepened_for: Option<String>,
     #[serde(default)]
     pub reboot: RebootState,
     #[serde(default)]
@@ -120,6 +134,8 @@ impl State {
             attempt: None,
             failing: None,
             last_pass: None,
+            remote: None,
+            deepened_for: None,
             reboot: RebootState::default(),
             notify: Default::default(),
         }
@@ -158,13 +174,22 @@ pub fn load(path: &Path) -> Result<Option<State>> {
             ),
         )
     })?;
-    match probe.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if f == u64::from(STATE_FORMAT) => {}
-        Some(f) => {
+    match probe.get("format") {
+        Some(f) if f.as_u64() == Some(u64::from(STATE_FORMAT)) => {}
+        Some(f) if f.as_u64().is_some() => {
             return Err(fail(
                 Exit::State,
                 format!(
                     "state file {} has format {f}; this gitops-run reads format {STATE_FORMAT}",
+                    path.display()
+                ),
+            ))
+        }
+        Some(f) => {
+            return Err(fail(
+                Exit::State,
+                format!(
+                    "state file {} is corrupt: its \"format\" is {f}, not a number; this gitops-run reads format {STATE_FORMAT}",
                     path.display()
                 ),
             ))
@@ -239,6 +264,7 @@ mod tests {
             ("{not json", "corrupt"),
             ("{\"hello\": 1}", "not a gitops-run state file"),
             ("{\"format\": 99}", "format 99"),
+            ("{\"format\": \"1\"}", "\"format\" is \"1\", not a number"),
             ("{\"format\": 1, \"repo\": 5}", "corrupt"),
         ] {
             std::fs::write(&path, text).unwrap();

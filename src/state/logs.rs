@@ -10,42 +10,41 @@ use crate::log::short;
 /// How many entrypoint logs are kept in `<state-dir>/logs`.
 pub const MAX_LOGS: usize = 10;
 
-/// A fresh log path for an attempt of `commit` started at `now`.
+/// A fresh log path for an attempt of `commit` started at `now`:
+/// `<sequence>-<UTC time>-<short commit>.log`. The sequence number, one more than
+/// the highest in the directory, orders the logs by attempt whatever the clock said.
 pub fn new_path(dir: &Path, commit: &str, now: DateTime<Utc>) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let next = list(dir).last().map_or(1, |(seq, _)| seq.saturating_add(1));
     let stamp = now.format("%Y%m%dT%H%M%S%.3fZ");
-    for n in 0..1000 {
-        let suffix = if n == 0 {
-            String::new()
-        } else {
-            format!("-{n}")
-        };
-        let p = dir.join(format!("{stamp}-{}{suffix}.log", short(commit)));
-        if !p.exists() {
-            return Ok(p);
-        }
-    }
-    anyhow::bail!("too many logs for {stamp} in {}", dir.display())
+    Ok(dir.join(format!("{next:06}-{stamp}-{}.log", short(commit))))
 }
 
-/// Keep the newest `MAX_LOGS` logs, oldest by modification time removed first (names,
-/// which start with a UTC timestamp, break ties).
-pub fn prune(dir: &Path, keep: &[PathBuf]) {
+/// The logs in `dir` with their sequence numbers, oldest attempt first. Logs named
+/// before sequence numbers existed count as older than any numbered one.
+fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
-    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let mut logs: Vec<(u64, PathBuf)> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().map(|e| e == "log").unwrap_or(false))
-        .map(|p| {
-            let t = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (t, p)
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| (sequence(&p).unwrap_or(0), p))
         .collect();
     logs.sort();
+    logs
+}
+
+fn sequence(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let (seq, rest) = name.split_once('-')?;
+    (seq.len() >= 6 && rest.contains('-')).then(|| seq.parse().ok())?
+}
+
+/// Keep the newest `MAX_LOGS` logs by attempt order; `keep` are never removed.
+pub fn prune(dir: &Path, keep: &[PathBuf]) {
+    let logs = list(dir);
     let mut excess = logs.len().saturating_sub(MAX_LOGS);
     for (_, old) in logs {
         if excess == 0 {
@@ -63,21 +62,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prune_removes_the_oldest_by_time_not_by_name() {
+    fn prune_follows_the_attempt_order_not_the_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let now = std::time::SystemTime::now();
-        // Names sort the opposite way to their ages.
+        let future = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let past = DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let legacy = dir.path().join("20250101T000000.000Z-abc.log");
+        std::fs::write(&legacy, "").unwrap();
         let mut paths = Vec::new();
-        for i in 0..(MAX_LOGS + 3) {
-            let p = dir.path().join(format!("{:03}.log", 100 - i));
-            let f = std::fs::File::create(&p).unwrap();
-            f.set_modified(now - std::time::Duration::from_secs(1000 - i as u64))
-                .unwrap();
+        // Three attempts while the clock was far ahead, then the clock stepped back.
+        for i in 0..(MAX_LOGS + 2) {
+            let when = if i < 3 { future } else { past };
+            let p = new_path(dir.path(), "0123456789abcdef", when).unwrap();
+            std::fs::write(&p, "").unwrap();
             paths.push(p);
         }
         prune(dir.path(), &[]);
+        assert!(
+            !legacy.exists(),
+            "logs from before sequence numbers go first"
+        );
         for (i, p) in paths.iter().enumerate() {
-            assert_eq!(p.exists(), i >= 3, "{}", p.display());
+            assert_eq!(p.exists(), i >= 2, "{}", p.display());
         }
+        let newest = new_path(dir.path(), "0123456789abcdef", past).unwrap();
+        assert!(
+            newest
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{:06}-", MAX_LOGS + 3)),
+            "{}",
+            newest.display()
+        );
     }
 }

@@ -47,11 +47,27 @@ impl Layout {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// Written by the entrypoint's own process before it starts, removed when it ends.
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("entrypoint.pid")
+    }
 }
 
 /// Create the state directory if needed (mode 0700) and refuse one that another
 /// user owns or that others may write to: it holds what runs as root.
 pub fn prepare_dir(root: &Path) -> Result<()> {
+    if let Ok(target) = std::fs::read_link(root) {
+        if !root.exists() {
+            return Err(fail(
+                Exit::State,
+                format!(
+                    "state directory {} is a symlink to {}, which does not exist; create that directory or remove the link",
+                    root.display(),
+                    target.display()
+                ),
+            ));
+        }
+    }
     if !root.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -100,11 +116,41 @@ pub fn check_dir_safety(root: &Path) -> Result<()> {
 /// Write `path` atomically: temp file in `dir` (the same directory), fsync, rename,
 /// fsync of the directory.
 pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    let write = || -> std::io::Result<()> {
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| io_error(e, dir))?;
     sync_dir(dir)
+}
+
+/// An I/O error with a plain explanation when the file system is full.
+pub fn io_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
+    let full = matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+    );
+    if full {
+        anyhow::Error::new(e).context(format!(
+            "disk full: the file system holding {} has no space left",
+            dir.display()
+        ))
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Whether `err` (anywhere in its chain) is the file system running out of space.
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|c| c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+            || e.to_string().contains("No space left on device")
+    })
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
