@@ -21,15 +21,13 @@ lint:
 demo:
     bash docs/example/demo.sh
 
-# Debian package in target/debian/ (needs `cargo install cargo-deb`)
-deb: release
-    target/release/gitops-run generate man target/assets
-    target/release/gitops-run generate completions target/assets
-    cargo deb --no-build --locked
+# Debian package in target/debian/ (installs cargo-deb when it is missing)
+deb:
+    bash docs/debian/build-deb.sh
 
 # Check the package with lintian
 lint-deb: deb
-    lintian --fail-on error target/debian/gitops-run_*.deb
+    lintian --fail-on error $(ls -t target/debian/gitops-run_*.deb | head -n 1)
 
 # End to end: the .deb in a real systemd (nspawn container) driven by its timer; as root
 e2e:

@@ -32,12 +32,15 @@ fn main() -> ExitCode {
 fn run() -> Result<Exit> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-    let settings = config::resolve(std::env::args_os().collect(), &cwd, credentials.as_deref())?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if config::generate::requested(&args) {
+        return config::generate::main(&args).map(|_| Exit::Ok);
+    }
+    let settings = config::resolve(args, &cwd, credentials.as_deref())?;
     log::set_verbose(settings.verbose);
     let layout = state::Layout::new(&settings.state_dir);
     match settings.action {
         Action::Status { json } => ops::status::show(&layout, json).map(|_| Exit::Ok),
-        Action::Generate { what, dir } => config::generate::run(what, &dir).map(|_| Exit::Ok),
         Action::Pass(cfg) => {
             log::set_secrets(cfg.secrets());
             host::signals::survive_hangup();

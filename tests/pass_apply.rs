@@ -1114,24 +1114,57 @@ fn corrupt_state_file_exits_7_and_is_left_untouched() {
     assert!(current_of(&state).is_none());
 }
 
+/// Issue 10: a typo in the URL (or a moved Git server) used to lock the state
+/// directory to the old URL forever. Changing it now works like changing the branch:
+/// the deployed commit is compared with the new remote's tip.
 #[test]
-fn state_of_another_repository_exits_7() {
+fn changing_the_repository_url_compares_histories_like_a_branch_change() {
     let mut first = Origin::new();
-    first.commit(&[("run.sh", OK_SCRIPT)], "first repo");
-    let mut second = Origin::new();
-    second.commit(&[("run.sh", OK_SCRIPT), ("other", "x\n")], "second repo");
-    let (_tmp, state) = scratch();
+    let c1 = first.commit(&[("run.sh", OK_SCRIPT)], "first repo");
+    let (tmp, state) = scratch();
     pass(&first, &state, &[]).expect_code(0);
-    let before = fs::read(state.join("state.json")).unwrap();
 
-    let out = pass(&second, &state, &[]);
-    expect_clean_error(&out, 7, "belongs to");
-    assert_eq!(
-        fs::read(state.join("state.json")).unwrap(),
-        before,
-        "the other repository's state must not be touched"
+    // The server moved: the same history at another URL, one commit ahead.
+    let moved = tmp.path().join("moved");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(first.path())
+        .arg(&moved)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(current_of(&state).as_deref(), Some(first.head().as_str()));
+    let c2 = first.commit(&[("more", "1\n")], "pushed to the new server");
+    common::git(
+        first.path(),
+        &["push", "-q", moved.to_str().unwrap(), "main"],
+    );
+    let out = run(&mut pass_cmd(moved.to_str().unwrap(), &state, &[]));
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("repository changed from"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    assert_ne!(c1, c2);
+
+    // A typo or another repository: unrelated history is refused like a rewrite,
+    // nothing changes, and --allow-rewrite accepts it.
+    let mut other = Origin::new();
+    let o1 = other.commit(&[("run.sh", OK_SCRIPT), ("other", "x\n")], "second repo");
+    let out = pass(&other, &state, &[]);
+    out.expect_code(4);
+    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    let status = status_json(&state);
+    assert_eq!(status["deployed"]["commit"], c2.as_str());
+    pass(&other, &state, &["--allow-rewrite"]).expect_code(0);
+    assert_eq!(current_of(&state).as_deref(), Some(o1.as_str()));
 }
 
 #[test]

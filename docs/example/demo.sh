@@ -8,7 +8,9 @@ top="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo build --quiet --manifest-path "$top/Cargo.toml"
+echo "# Building gitops-run (the first build of a fresh clone takes a few minutes;"
+echo "# later runs reuse target/ and start at once)."
+cargo build --manifest-path "$top/Cargo.toml"
 bin="$top/target/debug/gitops-run"
 
 # The example content becomes a real Git repository, as it would be on a Git server.

@@ -35,7 +35,7 @@ pub struct Cli {
 /// Options shared by the pass and `status`.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Read options from FILE: KEY=VALUE lines with the GITOPS_* names below
+    /// Read options from FILE: KEY=VALUE lines named like the options' environment variables (GITOPS_REPO=...)
     #[arg(long, env = "GITOPS_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
@@ -60,7 +60,7 @@ pub struct PassArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// Repository to follow: https://, http://, ssh://, user@host:path, file:// or a path
+    /// Repository to follow: https://, http://, ssh://, git://, user@host:path, file:// or a path
     #[arg(long, env = "GITOPS_REPO", value_name = "URL")]
     pub repo: Option<String>,
 
@@ -165,29 +165,12 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write the man page or shell completions into DIR (for packaging)
-    #[command(hide = true)]
-    Generate {
-        #[arg(value_enum)]
-        what: What,
-        /// Output directory
-        dir: PathBuf,
-    },
     /// Show what is deployed, the last attempt and the last pass
     Status {
         /// Print a stable JSON document instead of text
         #[arg(long)]
         json: bool,
     },
-}
-
-/// What `generate` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum What {
-    /// gitops-run.8
-    Man,
-    /// gitops-run.bash, _gitops-run (zsh), gitops-run.fish
-    Completions,
 }
 
 const MINUTE: u64 = 60;

@@ -1,13 +1,62 @@
 //! Build-time outputs derived from the CLI definition, so they cannot drift from it:
-//! the man page gitops-run(8) and shell completions. Run by `just deb`.
+//! the man page gitops-run(8) and shell completions. `gitops-run generate man|completions
+//! DIR` writes them (run by `just deb`); it is parsed apart from the real command line
+//! so that it appears in neither the help, the man page nor the completions.
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser, ValueEnum};
 use clap_mangen::roff::{bold, italic, roman, Roff};
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
-use super::cli::{Cli, What};
+use super::cli::Cli;
 use crate::exit::EXIT_CODES_HELP;
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// gitops-run.8
+    Man,
+    /// gitops-run.bash, _gitops-run (zsh), gitops-run.fish
+    Completions,
+}
+
+/// `gitops-run generate`: packaging outputs (not part of the documented interface).
+#[derive(Debug, Parser)]
+#[command(name = "gitops-run generate")]
+struct Generate {
+    #[arg(value_enum)]
+    what: What,
+    /// Output directory
+    dir: PathBuf,
+}
+
+/// Whether `args` (the whole command line) asks for `generate`.
+pub fn requested(args: &[OsString]) -> bool {
+    args.get(1).is_some_and(|a| a == "generate")
+}
+
+/// Run `gitops-run generate ...`; `args` is the whole command line.
+pub fn main(args: &[OsString]) -> Result<()> {
+    let g = match Generate::try_parse_from(args.iter().skip(1)) {
+        Ok(g) => g,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(crate::exit::fail(
+                crate::exit::Exit::Usage,
+                e.render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments"),
+            ))
+        }
+    };
+    run(g.what, &g.dir)
+}
 
 /// Environment variables read besides the options' own (which the OPTIONS section lists).
 const OTHER_ENVIRONMENT: &[(&str, &str)] = &[
@@ -40,17 +89,65 @@ pub fn run(what: What, dir: &Path) -> Result<()> {
             std::fs::write(&path, out)
                 .with_context(|| format!("failed to write {}", path.display()))?;
         }
-        What::Completions => {
-            use clap_complete::Shell;
-            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-                let mut cmd = Cli::command();
-                clap_complete::generate_to(shell, &mut cmd, "gitops-run", dir).with_context(
-                    || format!("failed to write {shell} completions to {}", dir.display()),
-                )?;
-            }
-        }
+        What::Completions => completions(dir)?,
     }
     Ok(())
+}
+
+fn completions(dir: &Path) -> Result<()> {
+    use clap_complete::Shell;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("failed to write {}", path.display()))
+    };
+    // clap_complete's bash script names its functions after the binary and turns a
+    // hyphen into two different separators in two places, so subcommand options of
+    // `gitops-run` never complete. Generated for a name without a hyphen, the script
+    // is consistent; only the final `complete` line must name the real binary.
+    let mut bash = Vec::new();
+    clap_complete::generate(Shell::Bash, &mut Cli::command(), "gitopsrun", &mut bash);
+    let bash = String::from_utf8(bash).context("bash completions are not UTF-8")?;
+    let bash = bash
+        .lines()
+        .map(|l| match l.trim_start().starts_with("complete -F") {
+            true => l.replace(" gitopsrun", " gitops-run"),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    write("gitops-run.bash", bash.as_bytes())?;
+    for (shell, name) in [
+        (Shell::Zsh, "_gitops-run"),
+        (Shell::Fish, "gitops-run.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "gitops-run", &mut out);
+        write(name, &out)?;
+    }
+    Ok(())
+}
+
+/// How an argument is written in a synopsis: `--name VALUE`, `--flag`, `[ARG]`.
+fn synopsis_of(arg: &clap::Arg) -> String {
+    let value = arg
+        .get_value_names()
+        .map(|v| {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| arg.get_id().as_str().to_uppercase());
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    let optional_value = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
+    match (arg.get_long(), takes_value) {
+        (Some(long), true) if optional_value => format!("--{long}[={value}]"),
+        (Some(long), true) => format!("--{long} {value}"),
+        (Some(long), false) => format!("--{long}"),
+        (None, _) if arg.is_required_set() => value,
+        (None, _) => format!("[{value}]"),
+    }
 }
 
 pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
@@ -61,12 +158,56 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
         .source(format!("gitops-run {}", env!("CARGO_PKG_VERSION")));
     man.render_title(w)?;
     man.render_name_section(w)?;
-    man.render_synopsis_section(w)?;
+
+    let visible = || {
+        cmd.get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+    };
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text([bold("gitops-run"), roman(" [OPTIONS]")]);
+    for sub in visible() {
+        let args: Vec<String> = sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
+            .map(|a| format!("[{}]", synopsis_of(a)))
+            .collect();
+        roff.control("br", []);
+        roff.text([
+            bold(format!("gitops-run {}", sub.get_name())),
+            roman(format!(" {}", args.join(" "))),
+        ]);
+    }
+    roff.to_writer(w)?;
     man.render_description_section(w)?;
     man.render_options_section(w)?;
-    man.render_subcommands_section(w)?;
 
     let mut roff = Roff::new();
+    roff.control("SH", ["COMMANDS"]);
+    roff.text([roman(
+        "Without a command, gitops-run does one pass. The commands below take the options above that concern the state directory and the configuration (--state-dir, --config, --verbose), and their own:",
+    )]);
+    for sub in visible() {
+        roff.control("TP", [])
+            .text([bold(format!("gitops-run {}", sub.get_name()))]);
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        roff.text([roman(about)]);
+        for a in sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
+        {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            roff.control("RS", [])
+                .control("TP", [])
+                .text([bold(synopsis_of(a))])
+                .text([roman(help)])
+                .control("RE", []);
+        }
+    }
     roff.control("SH", ["EXIT STATUS"]);
     for line in EXIT_CODES_HELP.lines().skip(1) {
         let line = line.trim();
@@ -107,7 +248,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn man_page_documents_every_option_env_var_and_exit_code() {
+    fn man_page_documents_every_option_env_var_exit_code_and_command() {
         let mut out = Vec::new();
         man_page(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -122,18 +263,34 @@ mod tests {
         }
         assert!(text.contains(".TH gitops-run 8"), "{}", &text[..200]);
         assert!(
+            text.contains("gitops\\-run status") && text.contains("\\fB\\-\\-json\\fR"),
+            "status and --json are documented"
+        );
+        assert!(
             !text.contains("generate"),
-            "the hidden packaging subcommand stays out of the man page"
+            "the packaging subcommand stays out of the man page"
+        );
+        assert!(
+            !text.contains("gitops-run-status(8)") && !text.contains("gitops-run-help"),
+            "no references to pages that are not shipped"
+        );
+        assert!(
+            !text.contains("[\\-\\-repo]"),
+            "no option without its value in the synopsis"
         );
     }
 
     #[test]
-    fn completions_are_written_for_three_shells() {
+    fn completions_are_written_for_three_shells_without_generate() {
         let dir = tempfile::tempdir().unwrap();
         run(What::Completions, dir.path()).unwrap();
         for f in ["gitops-run.bash", "_gitops-run", "gitops-run.fish"] {
             let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
             assert!(text.contains("--webhook-url"), "{f}");
+            assert!(
+                !text.contains("generate"),
+                "{f} offers the packaging subcommand"
+            );
         }
     }
 }

@@ -30,7 +30,6 @@ pub struct Settings {
 pub enum Action {
     Pass(Box<PassSettings>),
     Status { json: bool },
-    Generate { what: cli::What, dir: PathBuf },
 }
 
 /// What one pass needs to know.
@@ -66,6 +65,7 @@ pub struct RebootSettings {
 /// never written.
 fn parse(args: Vec<OsString>) -> Result<cli::Cli> {
     let (cli, matches) = cli::parse_from(args.clone())?;
+    refuse_pass_flags_with_a_command(&matches)?;
     let Some(path) = cli.common.config.clone() else {
         return Ok(cli);
     };
@@ -108,6 +108,27 @@ fn parse(args: Vec<OsString>) -> Result<cli::Cli> {
     Ok(cli::parse_from(with_file)?.0)
 }
 
+/// Options of a pass typed before a command that does not do a pass (`gitops-run
+/// --once status`) would be silently ignored: refuse them.
+fn refuse_pass_flags_with_a_command(matches: &clap::ArgMatches) -> Result<()> {
+    use clap::Args;
+    let Some((sub, _)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let pass = cli::PassArgs::augment_args(clap::Command::new("pass"));
+    for arg in pass.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches.value_source(id) == Some(ValueSource::CommandLine) {
+            let name = arg.get_long().unwrap_or(id);
+            return Err(fail(
+                Exit::Usage,
+                format!("--{name} is an option of a pass; it has no effect on `gitops-run {sub}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Resolve `args` (with the environment and the config file) into settings.
 /// `cwd` makes relative paths absolute; `credentials_dir` is systemd's
 /// `$CREDENTIALS_DIRECTORY`.
@@ -124,7 +145,6 @@ pub fn resolve(
     };
     let action = match cli.command {
         Some(cli::Command::Status { json }) => Action::Status { json },
-        Some(cli::Command::Generate { what, dir }) => Action::Generate { what, dir },
         None => Action::Pass(Box::new(pass_settings(cli.pass, cwd, credentials_dir)?)),
     };
     Ok(Settings {
@@ -284,6 +304,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("absolute"), "{err:#}");
+    }
+
+    #[test]
+    fn pass_flags_before_a_command_are_refused() {
+        let err = resolve(args(&["--once", "status"]), Path::new("/"), None).unwrap_err();
+        assert_eq!(crate::exit::class_of(&err), Exit::Usage);
+        assert!(format!("{err:#}").contains("--once"), "{err:#}");
     }
 
     #[test]

@@ -198,6 +198,9 @@ fn agent(target: &Target) -> ureq::Agent {
         .tls_config(
             ureq::tls::TlsConfig::builder()
                 .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
                 .build(),
         )
         .build()

@@ -105,7 +105,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         doc.remote_commit = Some(r.commit.clone());
         doc.classification = Some(r.classification);
     }
-    if let Some(p) = &st.last_pass {
+    if let Some(p) = &state::latest_pass(Some(st), &layout.lock()) {
         if st.remote.is_none() {
             doc.remote_commit = p.remote_commit.clone();
             doc.classification = p.classification;
@@ -166,10 +166,23 @@ pub fn render_text(doc: &StatusDoc) -> String {
         ));
     }
     if let Some(r) = &doc.remote_commit {
+        let deployed = doc.deployed.as_ref().map(|d| d.commit.as_str());
+        let relation = match doc.classification {
+            _ if deployed == Some(r.as_str()) => "deployed",
+            Some(Classification::Initial) => "nothing deployed yet",
+            Some(Classification::UpToDate) => "deployed",
+            Some(Classification::Behind) => "newer than the deployed commit, not deployed yet",
+            Some(Classification::RemoteBehind) => {
+                "older than the deployed commit (branch reset backwards), refused"
+            }
+            Some(Classification::Diverged) => {
+                "does not descend from the deployed commit (history rewritten), refused"
+            }
+            None => "unknown",
+        };
         out.push(format!(
-            "remote:        {} at the last fetch ({})",
-            short(r),
-            doc.classification.map(|c| c.as_str()).unwrap_or("unknown")
+            "remote:        {} at the last fetch: {relation}",
+            short(r)
         ));
     }
     if let Some(p) = &doc.last_pass {

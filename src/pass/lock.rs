@@ -1,10 +1,12 @@
-//! The pass lock: `flock(2)` on `<state-dir>/lock`, never waited for.
+//! The pass lock: `flock(2)` on `<state-dir>/lock`, never waited for. The lock
+//! file also holds the record of the last pass, written without fsync: a pass that
+//! changed nothing must not cost a flash-backed host a synced write.
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::exit::{Classify, Exit};
-use crate::state::Layout;
+use crate::state::{LastPass, Layout};
 
 /// The lock, held until dropped.
 pub type Lock = Flock<std::fs::File>;
@@ -25,5 +27,19 @@ pub fn acquire(layout: &Layout) -> Result<Option<Lock>> {
         Err((_, e)) => Err(anyhow::Error::new(e))
             .with_context(|| format!("failed to lock {}", path.display()))
             .class(Exit::State),
+    }
+}
+
+/// Write the last pass's record into the held lock file. Best effort: losing it in
+/// a crash costs only what `status` shows about that pass.
+pub fn record(lock: &Lock, pass: &LastPass) {
+    use std::os::unix::fs::FileExt;
+    let Ok(mut json) = serde_json::to_vec(pass) else {
+        return;
+    };
+    json.push(b'\n');
+    let file: &std::fs::File = lock;
+    if file.write_all_at(&json, 0).is_ok() {
+        let _ = file.set_len(json.len() as u64);
     }
 }

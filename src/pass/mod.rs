@@ -27,7 +27,7 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let started = Instant::now();
     let started_at = Utc::now();
     state::prepare_dir(&layout.root)?;
-    let Some(_lock) = lock::acquire(layout)? else {
+    let Some(lock) = lock::acquire(layout)? else {
         info!(
             "another gitops-run pass holds the lock on {}; exiting",
             layout.lock().display()
@@ -35,6 +35,7 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
         return Ok(Exit::Ok);
     };
     let mut st = recover::load_state(cfg, layout)?;
+    let loaded = layout.state_file().exists().then(|| st.clone());
     recover::clean_up(layout, &mut st, started_at)?;
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
 
@@ -51,9 +52,15 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     };
     let out = outcome(&ended, review.action == Action::Invalid || reboot_failed);
     let elapsed = started.elapsed();
-    st.last_pass = Some(record::last_pass(&synced, &out, started_at, elapsed));
-    // The outcome is on disk before anything slow or optional (notifications).
-    state::save(&layout.state_file(), &st)?;
+    let last_pass = record::last_pass(&synced, &out, started_at, elapsed);
+    st.last_pass = Some(last_pass.clone());
+    // The outcome is on disk before anything slow or optional (notifications). A
+    // pass that changed nothing writes nothing durable: its record goes to the lock
+    // file, unsynced, for `status`.
+    if record::changed(loaded.as_ref(), &st) {
+        state::save(&layout.state_file(), &st)?;
+    }
+    lock::record(&lock, &last_pass);
     if let Some(target) = &cfg.notify {
         let alerts = st.notify.clone();
         let facts = record::facts(cfg, &st, previous, &synced, &out, elapsed);

@@ -32,6 +32,17 @@ pub fn last_pass(
     }
 }
 
+/// Whether `st` differs from what was loaded in anything but the last pass's record
+/// (a state file that did not exist has changed).
+pub fn changed(loaded: Option<&State>, st: &State) -> bool {
+    let Some(loaded) = loaded else {
+        return true;
+    };
+    let mut a = loaded.clone();
+    a.last_pass = st.last_pass.clone();
+    a != *st
+}
+
 fn error_line(e: &anyhow::Error) -> String {
     crate::log::scrub(&crate::log::one_line(&format!("{e:#}")))
 }

@@ -8,28 +8,25 @@ use chrono::{DateTime, Utc};
 use super::entrypoint;
 use crate::config::PassSettings;
 use crate::decide;
-use crate::exit::{fail, Exit};
 use crate::git::{Cache, ObjectId};
 use crate::log::{info, short};
 use crate::state::{self, trees, AttemptResult, Deployed, Layout, State};
 
-/// Load `state.json`, or start a new state. A state of another repository is
-/// refused; a changed branch is followed.
+/// Load `state.json`, or start a new state. A changed repository URL or branch is
+/// followed: the next classification decides whether what is deployed relates to it.
 pub fn load_state(cfg: &PassSettings, layout: &Layout) -> Result<State> {
     let path = layout.state_file();
     let Some(mut st) = state::load(&path)? else {
         return Ok(State::new(&cfg.repo.redacted, &cfg.branch));
     };
     if crate::git::url::identity(&st.repo) != cfg.repo.identity() {
-        return Err(fail(
-            Exit::State,
-            format!(
-                "state directory {} belongs to repository {}, not {}; use another --state-dir, or move it aside to start over",
-                layout.root.display(),
-                st.repo,
-                cfg.repo.redacted
-            ),
-        ));
+        info!(
+            "repository changed from {} to {}; the deployed commit is compared with the new remote's tip (unrelated or rewritten history is refused like a rewrite)",
+            st.repo, cfg.repo.redacted
+        );
+        st.repo = cfg.repo.redacted.clone();
+        st.remote = None;
+        st.deepened_for = None;
     }
     if st.branch != cfg.branch {
         info!(

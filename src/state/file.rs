@@ -216,6 +216,22 @@ pub fn load(path: &Path) -> Result<Option<State>> {
     Ok(Some(state))
 }
 
+/// The record of the last pass that the pass keeps in the lock file (see
+/// `pass::lock`), or `None` when there is none or it cannot be read.
+pub fn last_pass_in_lock(lock: &Path) -> Option<LastPass> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// The newer of the last pass recorded in `state.json` and the one in the lock file.
+pub fn latest_pass(st: Option<&State>, lock: &Path) -> Option<LastPass> {
+    let in_state = st.and_then(|s| s.last_pass.clone());
+    match (in_state, last_pass_in_lock(lock)) {
+        (Some(a), Some(b)) => Some(if b.started_at >= a.started_at { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Write `state.json` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn save(path: &Path, state: &State) -> Result<()> {
     let dir = path
