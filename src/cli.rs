@@ -168,6 +168,8 @@ pub enum Command {
         /// Output directory
         dir: PathBuf,
     },
+    /// Receive authenticated push webhooks and ask for a pass (runs unprivileged)
+    Receive(crate::receive::ReceiveArgs),
     /// Show what is deployed, the last attempt and the last pass
     Status {
         /// Print a stable JSON document instead of text

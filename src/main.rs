@@ -11,6 +11,7 @@ mod log;
 mod notify;
 mod pass;
 mod reboot;
+mod receive;
 mod repo_url;
 mod report;
 mod state;
@@ -49,6 +50,7 @@ fn run() -> Result<Exit> {
             status::show(&layout, *json)?;
             return Ok(Exit::Ok);
         }
+        Some(cli::Command::Receive(args)) => return receive::run(args),
         Some(cli::Command::Generate { what, dir }) => {
             generate::run(*what, dir)?;
             return Ok(Exit::Ok);
