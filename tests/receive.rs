@@ -971,6 +971,7 @@ fn a_burst_of_1000_pushes_leads_to_at_most_two_passes() {
         .collect();
     let last_answer = Instant::now();
     let burst = last_answer.duration_since(started);
+    eprintln!("1000 pushes answered in {burst:?}");
     assert_eq!(statuses.len(), 1000);
     assert!(statuses.iter().all(|s| *s == 202), "not all accepted");
     assert!(
@@ -1268,4 +1269,482 @@ fn the_trigger_is_never_written_through_a_planted_symlink() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("trigger")]);
+}
+
+// ---------------------------------------------------------------------------
+// Without systemd: the documented trigger checks of docs/receive.md
+// ---------------------------------------------------------------------------
+
+const RECEIVE_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/receive.md");
+/// The documented paths, replaced in the tests by temporary ones.
+const DOC_TRIGGER: &str = "/run/gitops-run-receiver/trigger";
+const DOC_BINARY: &str = "/usr/bin/gitops-run";
+const DOC_CONFIG: &str = "/etc/gitops-run/config";
+
+/// The body of the code block between `<!-- NAME -->` and `<!-- /NAME -->`
+/// in docs/receive.md.
+fn documented_block(name: &str) -> String {
+    let doc = fs::read_to_string(RECEIVE_MD).expect("read docs/receive.md");
+    let begin = format!("<!-- {name} -->");
+    let end = format!("<!-- /{name} -->");
+    let start = doc
+        .find(&begin)
+        .unwrap_or_else(|| panic!("{begin} not in docs/receive.md"))
+        + begin.len();
+    let len = doc[start..]
+        .find(&end)
+        .unwrap_or_else(|| panic!("{end} not after {begin}"));
+    let mut lines = doc[start..start + len]
+        .lines()
+        .skip_while(|l| l.trim().is_empty());
+    let fence = lines.next().unwrap_or_default();
+    assert!(
+        fence.starts_with("```"),
+        "{begin} must be followed by a code block"
+    );
+    let body: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
+    body.join("\n") + "\n"
+}
+
+/// A stand-in for the pass that keeps the pass's side of the contract: it
+/// removes `$GITOPS_TRIGGER_FILE` before anything else, records its
+/// arguments, and takes a moment.
+fn fake_pass(dir: &Path) -> (PathBuf, PathBuf) {
+    let record = dir.join("passes");
+    let script = dir.join("fake-gitops-run");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -n \"$GITOPS_TRIGGER_FILE\" ] && rm -f \"$GITOPS_TRIGGER_FILE\"\n\
+             echo \"pass $* trigger=$GITOPS_TRIGGER_FILE\" >> '{}'\nsleep 1\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    (script, record)
+}
+
+fn passes_recorded(record: &Path) -> Vec<String> {
+    fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The runit trigger service of docs/receive.md, run the way runsv runs it
+/// (started again each time it exits), next to a receiver bound with
+/// --listen: a push becomes one pass within seconds, the pass removed the
+/// trigger, and nothing more runs without another push. Substitutions: the
+/// documented paths become temporary ones, the binary the stand-in pass,
+/// and `sleep 5` becomes `sleep 1`.
+#[test]
+fn the_documented_runit_trigger_service_turns_a_push_into_one_pass() {
+    let rx = Rx::start(&["--min-interval", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (pass, record) = fake_pass(dir.path());
+    let config = dir.path().join("config");
+    let script = documented_block("trigger-watch");
+    for needle in [DOC_TRIGGER, DOC_BINARY, DOC_CONFIG, "sleep 5"] {
+        assert!(
+            script.contains(needle),
+            "the run script should mention {needle}"
+        );
+    }
+    let script = script
+        .replace(DOC_TRIGGER, rx.trigger.to_str().unwrap())
+        .replace(DOC_BINARY, pass.to_str().unwrap())
+        .replace(DOC_CONFIG, config.to_str().unwrap())
+        .replace("sleep 5", "sleep 1");
+    let run = dir.path().join("run");
+    fs::write(&run, script).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // runsv: start `run` again whenever it exits, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, run2) = (Arc::clone(&stop), run.clone());
+    let supervisor = thread::spawn(move || {
+        let mut child: Option<Child> = None;
+        let started = Instant::now();
+        while !stop2.load(Ordering::SeqCst) && started.elapsed() < DEADLINE {
+            let exited = match child.as_mut() {
+                None => true,
+                Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            };
+            if exited {
+                child = Some(
+                    Command::new(&run2)
+                        .env_clear()
+                        .env("PATH", "/usr/bin:/bin")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("start the run script"),
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    });
+
+    thread::sleep(Duration::from_secs(2));
+    assert!(passes_recorded(&record).is_empty(), "a pass without a push");
+    let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
+    assert_eq!(rx.send(&headers, &body).status, 202);
+    assert!(
+        wait_until(DEADLINE, || passes_recorded(&record).len() == 1),
+        "no pass after the push:\n{}",
+        rx.log()
+    );
+    let recorded = passes_recorded(&record);
+    assert_eq!(
+        recorded[0],
+        format!(
+            "pass --config {} trigger={}",
+            config.display(),
+            rx.trigger.display()
+        )
+    );
+    assert!(wait_until(DEADLINE, || !rx.trigger.exists()));
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(passes_recorded(&record).len(), 1, "passes without pushes");
+    stop.store(true, Ordering::SeqCst);
+    supervisor.join().unwrap();
+}
+
+/// The cron entry of docs/receive.md, its command run with /bin/sh as cron
+/// runs it (nothing inherited but the file's SHELL= and PATH=): without a
+/// trigger it does nothing; after a push it runs one pass, which removes
+/// the trigger. Substitutions as above, and `logger -t gitops-run` becomes
+/// `cat` (no syslog here).
+#[test]
+fn the_documented_cron_trigger_check_runs_a_pass_only_after_a_push() {
+    let rx = Rx::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (pass, record) = fake_pass(dir.path());
+    let config = dir.path().join("config");
+    let block = documented_block("trigger-cron");
+    let mut path_var = None;
+    let mut entry = None;
+    for line in block.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("PATH=") {
+            path_var = Some(v.to_owned());
+        } else if line.starts_with("SHELL=") {
+            assert_eq!(line, "SHELL=/bin/sh");
+        } else {
+            assert!(entry.is_none(), "one entry expected:\n{block}");
+            entry = Some(line.to_owned());
+        }
+    }
+    let entry = entry.expect("a cron entry");
+    let fields: Vec<&str> = entry.splitn(7, ' ').collect();
+    assert_eq!(fields.len(), 7, "five times, a user, a command: {entry}");
+    assert_eq!(&fields[..6], &["*", "*", "*", "*", "*", "root"]);
+    let command = fields[6]
+        .replace(DOC_TRIGGER, rx.trigger.to_str().unwrap())
+        .replace(DOC_BINARY, pass.to_str().unwrap())
+        .replace(DOC_CONFIG, config.to_str().unwrap())
+        .replace("logger -t gitops-run", "cat");
+    assert!(!command.contains('%'), "cron would cut the line at %");
+    let cron_run = || {
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .env_clear()
+            .env("PATH", path_var.as_deref().expect("PATH= in the cron file"))
+            .env("SHELL", "/bin/sh")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the cron command")
+    };
+
+    cron_run();
+    assert!(
+        passes_recorded(&record).is_empty(),
+        "a pass without a trigger"
+    );
+    let (headers, body) = push(Forge::GitLab, "refs/heads/main", SECRET);
+    assert_eq!(rx.send(&headers, &body).status, 202);
+    assert!(wait_until(DEADLINE, || rx.trigger.is_file()));
+    cron_run();
+    assert_eq!(
+        passes_recorded(&record),
+        vec![format!(
+            "pass --config {} trigger={}",
+            config.display(),
+            rx.trigger.display()
+        )]
+    );
+    assert!(!rx.trigger.exists(), "the pass removes the trigger");
+    cron_run();
+    assert_eq!(passes_recorded(&record).len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// The shipped units
+// ---------------------------------------------------------------------------
+
+const UNITS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
+const RECEIVER_UNITS: &[&str] = &[
+    "gitops-run-receiver.socket",
+    "gitops-run-receiver.service",
+    "gitops-run-trigger.path",
+];
+/// The units the receiver's refer to, installed beside them.
+const OTHER_UNITS: &[&str] = &["gitops-run.service", "gitops-run.timer"];
+const EXPOSURE_LIMIT: f64 = 2.0;
+
+fn read_unit(name: &str) -> String {
+    fs::read_to_string(Path::new(UNITS_DIR).join(name))
+        .unwrap_or_else(|e| panic!("read systemd/{name}: {e}"))
+}
+
+/// `systemd-analyze` with a plain, fixed environment.
+fn systemd_analyze() -> Command {
+    let exe = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("systemd-analyze not found: apt-get install systemd");
+    let mut cmd = Command::new(exe);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .env("SYSTEMD_PAGER", "")
+        .env("SYSTEMD_COLORS", "0");
+    cmd
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A temporary root with units installed where the package puts them and
+/// the built binary at /usr/bin/gitops-run.
+fn unit_root(units: &[(&str, String)]) -> TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("gitops-run-receiver-units-")
+        .tempdir()
+        .unwrap();
+    let unit_dir = root.path().join("usr/lib/systemd/system");
+    fs::create_dir_all(&unit_dir).unwrap();
+    for (name, text) in units {
+        fs::write(unit_dir.join(name), text).unwrap();
+    }
+    let bin = root.path().join("usr/bin/gitops-run");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::copy(env!("CARGO_BIN_EXE_gitops-run"), &bin).unwrap();
+    root
+}
+
+fn shipped_units() -> Vec<(&'static str, String)> {
+    RECEIVER_UNITS
+        .iter()
+        .chain(OTHER_UNITS)
+        .map(|n| (*n, read_unit(n)))
+        .collect()
+}
+
+fn verify(root: &Path, unit: &str) -> Output {
+    systemd_analyze()
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .args(["--recursive-errors=no", "--man=no", unit])
+        .output()
+        .expect("run systemd-analyze verify")
+}
+
+fn complaints(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("unknown") || l.contains("ignoring") || l.contains("invalid")
+        })
+        .collect()
+}
+
+#[test]
+fn receiver_units_pass_systemd_analyze_verify() {
+    let root = unit_root(&shipped_units());
+    for unit in RECEIVER_UNITS {
+        let out = verify(root.path(), unit);
+        let all = output_text(&out);
+        assert!(out.status.success(), "verify {unit}:\n{all}");
+        assert!(
+            complaints(&all).is_empty(),
+            "verify {unit} complained:\n{all}"
+        );
+    }
+    // The check can fail: an unknown key in the service is reported.
+    let mut units = shipped_units();
+    for (name, text) in units.iter_mut() {
+        if *name == "gitops-run-receiver.service" {
+            *text = text.replacen("[Service]\n", "[Service]\nFrobnicate=yes\n", 1);
+        }
+    }
+    let root = unit_root(&units);
+    let out = verify(root.path(), "gitops-run-receiver.service");
+    assert!(
+        !out.status.success() && output_text(&out).contains("Frobnicate"),
+        "{}",
+        output_text(&out)
+    );
+}
+
+/// The exposure score of `unit` in `root`, and the whole report.
+fn exposure(root: &Path, unit: &str) -> (f64, String) {
+    let out = systemd_analyze()
+        .args(["security", "--offline=yes"])
+        .arg(format!("--root={}", root.display()))
+        .arg(unit)
+        .output()
+        .expect("run systemd-analyze security");
+    let all = output_text(&out);
+    let marker = format!("Overall exposure level for {unit}:");
+    let score = all
+        .lines()
+        .find_map(|l| {
+            l.split_once(&marker)
+                .map(|(_, rest)| rest.trim().to_owned())
+        })
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{all}"));
+    (score, all)
+}
+
+#[test]
+fn receiver_service_exposure_is_below_two() {
+    let root = unit_root(&shipped_units());
+    let (score, all) = exposure(root.path(), "gitops-run-receiver.service");
+    assert!(
+        score < EXPOSURE_LIMIT,
+        "exposure {score} of gitops-run-receiver.service is not below {EXPOSURE_LIMIT}:\n{all}"
+    );
+    // The limit means something: the same service without its sandbox lines
+    // (ExecStart=, the credential and the runtime directory only) is rated
+    // far above it.
+    let service = read_unit("gitops-run-receiver.service");
+    let bare: String = service
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with('#')
+                || l.starts_with('[')
+                || l.is_empty()
+                || [
+                    "Description=",
+                    "Documentation=",
+                    "Requires=",
+                    "ExecStart=",
+                    "LoadCredential=",
+                    "RuntimeDirectory=",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let root = unit_root(&[("gitops-run-receiver.service", bare)]);
+    let (bare_score, all) = exposure(root.path(), "gitops-run-receiver.service");
+    assert!(bare_score > EXPOSURE_LIMIT * 2.0, "{all}");
+}
+
+/// The single value of `key` in `section` of a unit text.
+fn unit_value(text: &str, section: &str, key: &str) -> String {
+    let mut current = String::new();
+    let mut found = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_owned();
+        } else if let Some((k, v)) = line.split_once('=') {
+            if current == section && k.trim() == key {
+                found.push(v.trim().to_owned());
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "[{section}] {key}= in {text}");
+    found.remove(0)
+}
+
+/// The `[default: ...]` of `flag` in `gitops-run receive --help`.
+fn receive_help_default(flag: &str) -> String {
+    let out = common::bin().args(["receive", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = help
+        .lines()
+        .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
+        .unwrap_or_else(|| panic!("{flag} not in receive --help:\n{help}"));
+    help.lines()
+        .skip(start)
+        .take_while(|l| !l.trim_start().starts_with("--") || l.contains(flag))
+        .find_map(|l| l.split_once("[default: ").map(|(_, v)| v.to_owned()))
+        .and_then(|v| v.split(']').next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no default for {flag}:\n{help}"))
+}
+
+/// The units agree with each other and with the binary: the path unit
+/// watches the file the receiver writes by default, inside the runtime
+/// directory systemd creates for it, and starts the pass; the service reads
+/// the credential the binary looks for; the socket is passed as one
+/// listening socket.
+#[test]
+fn receiver_units_agree_with_each_other_and_the_binary() {
+    let socket = read_unit("gitops-run-receiver.socket");
+    let service = read_unit("gitops-run-receiver.service");
+    let path = read_unit("gitops-run-trigger.path");
+
+    assert_eq!(unit_value(&socket, "Socket", "Accept"), "no");
+    let listen = unit_value(&socket, "Socket", "ListenStream");
+    assert!(
+        listen.starts_with("127.0.0.1:"),
+        "loopback by default: {listen}"
+    );
+    assert_eq!(
+        unit_value(&socket, "Install", "Also"),
+        "gitops-run-trigger.path"
+    );
+
+    assert_eq!(
+        unit_value(&service, "Service", "ExecStart"),
+        "/usr/bin/gitops-run receive"
+    );
+    assert_eq!(unit_value(&service, "Service", "DynamicUser"), "yes");
+    assert_eq!(
+        unit_value(&service, "Service", "LoadCredential"),
+        "receiver-secret:/etc/gitops-run/receiver-secret"
+    );
+    let runtime = unit_value(&service, "Service", "RuntimeDirectory");
+    let trigger = unit_value(&path, "Path", "PathExists");
+    assert_eq!(trigger, format!("/run/{runtime}/trigger"));
+    assert_eq!(receive_help_default("--trigger-file"), trigger);
+    assert_eq!(unit_value(&path, "Path", "Unit"), "gitops-run.service");
+    assert!(Path::new(UNITS_DIR).join("gitops-run.service").is_file());
+    // Skipped like the service it starts when there is no config.
+    assert_eq!(
+        unit_value(&path, "Unit", "ConditionPathExists"),
+        unit_value(
+            &read_unit("gitops-run.service"),
+            "Unit",
+            "ConditionPathExists"
+        )
+    );
+    // The documented port is the shipped one.
+    let doc = fs::read_to_string(RECEIVE_MD).unwrap();
+    assert!(
+        doc.contains(&listen),
+        "docs/receive.md should name {listen}"
+    );
 }
