@@ -10,6 +10,7 @@ mod log;
 mod notify;
 mod ops;
 mod pass;
+mod receive;
 mod state;
 
 use anyhow::Result;
@@ -41,6 +42,7 @@ fn run() -> Result<Exit> {
     let layout = state::Layout::new(&settings.state_dir);
     match settings.action {
         Action::Status { json } => ops::status::show(&layout, json).map(|_| Exit::Ok),
+        Action::Receive(args) => receive::run(&args),
         Action::Pass(cfg) => {
             log::set_secrets(cfg.secrets());
             host::signals::survive_hangup();

@@ -158,6 +158,10 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_WEBHOOK_REMINDER", value_name = "DURATION", default_value = "6h", value_parser = duration_up_to::<{ 365 * DAY }>)]
     pub webhook_reminder: Duration,
 
+    /// File a push receiver creates to ask for a pass; the pass removes it before it fetches
+    #[arg(long, env = "GITOPS_TRIGGER_FILE", value_name = "FILE")]
+    pub trigger_file: Option<PathBuf>,
+
     /// How many checked-out trees to keep, the deployed one included
     #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub keep_trees: u32,
@@ -165,6 +169,8 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Receive authenticated push webhooks and ask for a pass (runs unprivileged)
+    Receive(crate::receive::ReceiveArgs),
     /// Show what is deployed, the last attempt and the last pass
     Status {
         /// Print a stable JSON document instead of text
@@ -212,6 +218,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_WEBHOOK_TIMEOUT",
     "GITOPS_WEBHOOK_REMINDER",
     "GITOPS_VERBOSE",
+    "GITOPS_TRIGGER_FILE",
 ];
 
 pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {

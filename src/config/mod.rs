@@ -30,6 +30,7 @@ pub struct Settings {
 pub enum Action {
     Pass(Box<PassSettings>),
     Status { json: bool },
+    Receive(Box<crate::receive::ReceiveArgs>),
 }
 
 /// What one pass needs to know.
@@ -48,6 +49,8 @@ pub struct PassSettings {
     pub reboot: RebootSettings,
     /// Where to send notifications; `None` when no webhook is configured.
     pub notify: Option<Target>,
+    /// The push receiver's trigger file, removed by each pass before it fetches.
+    pub trigger_file: Option<PathBuf>,
 }
 
 /// Where reboot requests are read from and how a reboot is carried out.
@@ -145,6 +148,7 @@ pub fn resolve(
     };
     let action = match cli.command {
         Some(cli::Command::Status { json }) => Action::Status { json },
+        Some(cli::Command::Receive(args)) => Action::Receive(Box::new(args)),
         None => Action::Pass(Box::new(pass_settings(cli.pass, cwd, credentials_dir)?)),
     };
     Ok(Settings {
@@ -204,6 +208,7 @@ fn pass_settings(
             splay: p.reboot_splay,
         },
         notify,
+        trigger_file: p.trigger_file,
     })
 }
 

@@ -11,8 +11,22 @@ use crate::state::{LastPass, Layout};
 /// The lock, held until dropped.
 pub type Lock = Flock<std::fs::File>;
 
-/// Take the lock, or `None` when another pass holds it.
-pub fn acquire(layout: &Layout) -> Result<Option<Lock>> {
+/// Take the lock, waiting up to `wait` for another pass to release it; `None`
+/// when it is still held then.
+pub fn acquire_within(layout: &Layout, wait: std::time::Duration) -> Result<Option<Lock>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(lock) = try_acquire(layout)? {
+            return Ok(Some(lock));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn try_acquire(layout: &Layout) -> Result<Option<Lock>> {
     let path = layout.lock();
     let file = std::fs::OpenOptions::new()
         .create(true)

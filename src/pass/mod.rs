@@ -13,7 +13,7 @@ mod sync;
 
 use anyhow::Result;
 use chrono::Utc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::PassSettings;
 use crate::decide::outcome::{outcome, Ended};
@@ -23,17 +23,35 @@ use crate::host;
 use crate::log::{info, warn};
 use crate::state::{self, Layout};
 
+/// How long a pass a push asked for waits for another pass to end.
+pub const LOCK_WAIT_FOR_PUSH: Duration = Duration::from_secs(40 * 60);
+
 pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let started = Instant::now();
     let started_at = Utc::now();
     state::prepare_dir(&layout.root)?;
-    let Some(lock) = lock::acquire(layout)? else {
+    // A pass a push asked for waits for the pass that holds the lock instead of
+    // leaving the push unanswered (the path unit would start it again at once).
+    let pushed = cfg.trigger_file.as_deref().is_some_and(|t| t.exists());
+    let wait = if pushed {
+        LOCK_WAIT_FOR_PUSH
+    } else {
+        Duration::ZERO
+    };
+    let Some(lock) = lock::acquire_within(layout, wait)? else {
         info!(
             "another gitops-run pass holds the lock on {}; exiting",
             layout.lock().display()
         );
         return Ok(Exit::Ok);
     };
+    if let Some(trigger) = &cfg.trigger_file {
+        match crate::receive::trigger::consume_trigger(trigger) {
+            Ok(true) => info!("a push asked for this pass"),
+            Ok(false) => {}
+            Err(e) => warn!("{e:#}"),
+        }
+    }
     let mut st = recover::load_state(cfg, layout)?;
     let loaded = layout.state_file().exists().then(|| st.clone());
     recover::clean_up(layout, &mut st, started_at)?;
