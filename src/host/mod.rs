@@ -80,27 +80,36 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// SIGKILL every child process of this process (found in /proc by parent pid): the
-/// ssh or git-upload-pack a stuck fetch waits for.
+/// SIGKILL every process descended from this one (found in /proc by parent pid):
+/// the ssh or git-upload-pack a stuck fetch waits for, also when gix starts it
+/// through `sh -c`, which makes it a grandchild.
 pub fn kill_children() {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if parent_of(pid) == Some(me) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    let parents: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter_map(|pid| parent_of(pid).map(|parent| (pid, parent)))
+        .collect();
+    let mut family = vec![me];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        family.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    for pid in family.into_iter().skip(1) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

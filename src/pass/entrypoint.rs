@@ -104,6 +104,23 @@ impl Ended {
     }
 }
 
+/// Why `program` is neither a script with a `#!` line nor an ELF binary, if it is
+/// not: such a file cannot be executed by the kernel.
+fn not_a_program(program: &Path) -> Option<String> {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(program)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let head = &head[..n];
+    if head.starts_with(b"#!") || head == b"\x7fELF" {
+        return None;
+    }
+    Some(
+        "it has no #! line naming an interpreter (add one, e.g. #!/bin/sh) and is not a program for this machine"
+            .into(),
+    )
+}
+
 /// Why `program` could not be executed, in words that point at the fix: the
 /// interpreter named by its `#!` line, a carriage return after it, or no such line.
 pub fn why_not_executable(program: &Path, err: &std::io::Error) -> String {
@@ -260,6 +277,16 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
         });
     }
 
+    // glibc's execvp runs a file it cannot execute through /bin/sh, so a script
+    // without a #! line would run under a shell nobody chose: refuse it first.
+    if let Some(why) = not_a_program(spec.program) {
+        let _ = std::fs::remove_file(spec.pid_file);
+        if let Ok(mut s) = sink.lock() {
+            let line = format!("[gitops-run: could not start the entrypoint: {why}]\n");
+            let _ = s.file.write_all(line.as_bytes());
+        }
+        return Ok(Ended::NotStarted(why));
+    }
     let signals = StopSignals::install();
     let mut child = match cmd.spawn() {
         Ok(child) => child,

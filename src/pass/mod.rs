@@ -76,7 +76,14 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     // pass that changed nothing writes nothing durable: its record goes to the lock
     // file, unsynced, for `status`.
     if record::changed(loaded.as_ref(), &st) {
-        state::save(&layout.state_file(), &st)?;
+        if let Err(e) = state::save(&layout.state_file(), &st) {
+            // Say what the pass itself ended with, too: its own error (a full disk
+            // while fetching, say) explains why the state could not be written.
+            return Err(match synced {
+                Err(pass) => pass.context(format!("and the state could not be recorded: {e:#}")),
+                Ok(_) => e,
+            });
+        }
     }
     lock::record(&lock, &last_pass);
     if let Some(target) = &cfg.notify {

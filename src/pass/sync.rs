@@ -34,33 +34,49 @@ pub fn sync(
     now: DateTime<Utc>,
     clock: Clock,
 ) -> Result<Synced> {
-    let mut cache =
-        Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+    let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+    let attempt_before = st.attempt.clone();
+    let first = match sync_with(cfg, layout, st, now, clock, &cache) {
+        Ok(synced) => return Ok(synced),
+        Err(e) => e,
+    };
+    // A damaged cache (a truncated pack, a missing index, a ref naming a missing
+    // commit) can fail the fetch, or let it succeed and fail what reads the cache
+    // after it. It is only a cache: when the check finds damage and nothing has
+    // run yet, build it again and do the pass's work once more.
+    if crate::state::is_disk_full(&first) || st.attempt != attempt_before {
+        return Err(disk_full_is_not_a_fetch_error(first, layout));
+    }
+    let Some(why) = cache.damage() else {
+        return Err(first);
+    };
+    warn!(
+        "the cache {} is damaged ({why}); rebuilding it and fetching again (the deployed tree and current are kept)",
+        layout.cache().display()
+    );
+    let cache = cache.rebuild(&cfg.ssh, &cfg.repo).class(Exit::Internal)?;
+    st.deepened_for = None;
+    sync_with(cfg, layout, st, now, clock, &cache)
+        .map_err(|e| disk_full_is_not_a_fetch_error(e, layout))
+}
+
+fn sync_with(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    now: DateTime<Utc>,
+    clock: Clock,
+    cache: &Cache,
+) -> Result<Synced> {
     let deployed = deployed_id(st)?;
     // The deployed tree comes back from the cache before the fetch: a Git outage
     // must not leave the host without it (nor its reboot request unread).
     if let Some(d) = deployed {
-        restore_current(layout, &cache, d)?;
+        restore_current(layout, cache, d)?;
     }
     debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
-    let remote = match cache.fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout) {
-        Ok(remote) => remote,
-        Err(e) if crate::state::is_disk_full(&e) => {
-            return Err(disk_full_is_not_a_fetch_error(e, layout))
-        }
-        Err(e) => match cache.damage() {
-            None => return Err(e),
-            Some(why) => {
-                warn!("the fetch failed and the cache {} is damaged ({why}); rebuilding it and fetching again (the deployed tree and current are kept)", layout.cache().display());
-                cache = cache.rebuild(&cfg.ssh, &cfg.repo).class(Exit::Internal)?;
-                st.deepened_for = None;
-                cache
-                    .fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout)
-                    .map_err(|e| disk_full_is_not_a_fetch_error(e, layout))?
-            }
-        },
-    };
-    let class = classify(cfg, &cache, st, deployed, remote)?;
+    let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout)?;
+    let class = classify(cfg, cache, st, deployed, remote)?;
     debug!(
         "deployed {}, remote {remote}: {}",
         deployed.map(|d| d.to_string()).as_deref().unwrap_or("none"),
@@ -71,7 +87,7 @@ pub fn sync(
         classification: class,
     });
     if let Some(d) = deployed {
-        restore_current(layout, &cache, d)?;
+        restore_current(layout, cache, d)?;
     }
 
     let remote_hex = remote.to_string();
@@ -137,7 +153,7 @@ pub fn sync(
         }
         Plan::Apply(reason) => {
             let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
-            let applied = apply::apply(cfg, layout, st, &cache, remote, reason, clock)?;
+            let applied = apply::apply(cfg, layout, st, cache, remote, reason, clock)?;
             Ok(Synced {
                 commits,
                 commits_omitted,

@@ -127,13 +127,24 @@ pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// An I/O error with a plain explanation when the file system is full.
-pub fn io_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
-    let full = matches!(
+/// Whether an I/O error (or one it wraps, as `tempfile` wraps errors with the
+/// file's path) is the file system running out of space or quota.
+fn io_is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(
         e.raw_os_error(),
         Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
-    );
-    if full {
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(io_is_disk_full)
+}
+
+/// An I/O error with a plain explanation when the file system is full.
+pub fn io_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
+    if io_is_disk_full(&e) {
         anyhow::Error::new(e).context(format!(
             "disk full: the file system holding {} has no space left",
             dir.display()
@@ -147,8 +158,7 @@ pub fn io_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
 pub fn is_disk_full(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|c| c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+            .is_some_and(io_is_disk_full)
             || e.to_string().contains("No space left on device")
     })
 }
