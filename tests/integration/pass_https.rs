@@ -1,20 +1,18 @@
 //! Integration tests for fetching over HTTPS: a real nginx terminating TLS
 //! with a throw-away CA, in front of fcgiwrap and `git http-backend`
-//! ([`common::HttpsGitServer`]), with and without HTTP basic auth.
+//! ([`crate::common::HttpsGitServer`]), with and without HTTP basic auth.
 //!
 //! They check that the CA given by `GIT_SSL_CAINFO` is trusted and nothing
 //! else is, that credentials in the URL are used but never printed, stored
 //! or handed to the entrypoint, and that refused credentials fail the pass
 //! instead of waiting for a prompt.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::run::{run_watched, Run};
-use common::{bin, HttpsGitServer, Origin};
+use crate::common::run::{run_watched, Run};
+use crate::common::{bin, HttpsGitServer, Origin};
 use serde_json::Value;
 use tempfile::TempDir;
 

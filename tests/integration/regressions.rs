@@ -1,8 +1,6 @@
 //! Regression tests named after the bug they pin down.
 
-mod common;
-
-use common::{bin, Origin};
+use crate::common::{bin, Origin};
 use std::path::Path;
 
 fn pass(origin: &Origin, state: &Path) -> std::process::Output {

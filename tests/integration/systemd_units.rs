@@ -7,15 +7,13 @@
 //! read or changed. `systemd-analyze` comes with the `systemd` package; these
 //! tests fail, saying so, when it is missing.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{bin, Origin};
+use crate::common::{bin, Origin};
 use tempfile::TempDir;
 
 /// Where the unit files live in the source tree.

@@ -1,15 +1,13 @@
 //! Self-tests for the shared harness in `tests/common`, using only the plain
 //! git and ssh command line tools (never the `gitops-run` binary).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
 
-use common::http::{base64, parse_cgi_output, percent_decode, read_chunked};
-use common::{
+use crate::common::http::{base64, parse_cgi_output, percent_decode, read_chunked};
+use crate::common::{
     bin, git, git_command, ssh_command_for, test_home, HttpGitServer, Origin, SshGitServer,
     AUTHOR_EMAIL, AUTHOR_NAME,
 };
@@ -460,7 +458,7 @@ fn ssh_clone_checks_host_key() {
 fn ssh_key_only_runs_git_shell() {
     let server = SshGitServer::start();
     let mut ssh = std::process::Command::new("sh");
-    common::git_env(&mut ssh);
+    crate::common::git_env(&mut ssh);
     let output = ssh
         .arg("-c")
         .arg(format!(

@@ -1,5 +1,3 @@
-mod common;
-
 // Self-tests for the webhook `Receiver` in `tests/common/receiver.rs`,
 // talking to it over real TCP with a tiny hand-written HTTP client.
 
@@ -8,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use common::{Part, Receiver, Recorded, Reply};
+use crate::common::{Part, Receiver, Recorded, Reply};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

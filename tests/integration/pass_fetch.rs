@@ -6,14 +6,12 @@
 //! `tests/common` and looks at the state directory, the exit code, stderr and
 //! `status --json`.
 
-mod common;
-
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::run::{run_watched, Run};
-use common::{bin, git, git_command, HttpGitServer, Origin, SshGitServer};
+use crate::common::run::{run_watched, Run};
+use crate::common::{bin, git, git_command, HttpGitServer, Origin, SshGitServer};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -709,7 +707,7 @@ fn a_no_op_pass_over_http_stops_after_the_ref_advertisement() {
     let url = server.url("origin/.git");
     let state = tempfile::tempdir().unwrap();
     let run = || {
-        common::bin()
+        crate::common::bin()
             .args(["--repo", &url, "--state-dir"])
             .arg(state.path().join("s"))
             .output()

@@ -16,8 +16,6 @@
 //! * `shuf -i 0-59 -n 1` becomes `shuf -i 0-0 -n 1`, so the random delay
 //!   sleeps 0 seconds (the `sleep $(shuf ...)` itself still runs).
 
-mod common;
-
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{git_env, Origin};
+use crate::common::{git_env, Origin};
 
 const OPERATIONS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
 const BEGIN: &str = "<!-- cron-entry -->";

@@ -1,10 +1,8 @@
 //! Reboot requests end to end: the binary, a real git repository, the machine's
 //! real boot time, and a fake reboot command that records its calls.
 
-mod common;
-
+use crate::common::{bin, Origin};
 use chrono::{DateTime, Duration, Utc};
-use common::{bin, Origin};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

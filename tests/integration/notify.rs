@@ -1,8 +1,6 @@
 //! Notifications end to end: the binary posts to a real HTTP receiver on 127.0.0.1.
 
-mod common;
-
-use common::{bin, Origin, Receiver, Recorded, Reply};
+use crate::common::{bin, Origin, Receiver, Recorded, Reply};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;

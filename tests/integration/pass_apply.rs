@@ -7,8 +7,6 @@
 //! directory. Nothing here depends on timing: waits poll for a condition
 //! with a bounded deadline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -17,8 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::{bin, Origin};
 use chrono::{DateTime, Utc};
-use common::{bin, Origin};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
