@@ -1,5 +1,5 @@
-// Self-tests for the webhook `Receiver` in `tests/common/receiver.rs`,
-// talking to it over real TCP with a tiny hand-written HTTP client.
+//! Self-tests for the webhook `Receiver` in `common/receiver.rs`,
+//! talking to it over real TCP with a tiny hand-written HTTP client.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

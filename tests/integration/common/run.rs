@@ -1,13 +1,30 @@
-//! Running the binary in tests: output collected, stdin closed, a watchdog that
-//! turns a hang into a failed test, and assertions on how the run ended.
+//! Running programs in tests, the binary under test above all: output
+//! collected, stdin closed, and a watchdog on every run and every wait, so a
+//! hang fails its test instead of holding CI.
+//!
+//! [`run`] and [`gitops`] run to completion; [`Spawned`] is for tests that
+//! start a pass and act on it while it runs (signal it, kill it, race it).
 
 use std::fmt;
+use std::fs::File;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How one invocation of the binary ended.
+use super::bin;
+
+/// How long any run or wait may take before the test fails. Only a safety
+/// net against a hang (a password prompt, a stuck connection, a lost
+/// signal), never an assertion of speed: the slowest run in the suite (a
+/// webhook that never answers, retried with its delays) takes seconds.
+pub const SAFETY_NET: Duration = Duration::from_secs(180);
+
+/// How often a wait polls.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How one invocation of a program ended.
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
@@ -25,6 +42,12 @@ impl fmt::Display for Run {
 }
 
 impl Run {
+    /// Whether the program exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    #[track_caller]
     pub fn assert_code(&self, code: i32) {
         assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
     }
@@ -39,6 +62,7 @@ impl Run {
 
     /// One `gitops-run: error:` line and no panic or backtrace; returns the
     /// error text after that prefix up to the end of stderr.
+    #[track_caller]
     pub fn assert_error_without_panic(&self) -> String {
         let errors = self.error_lines();
         assert_eq!(errors.len(), 1, "want one error line:\n{self}");
@@ -56,6 +80,7 @@ impl Run {
     /// Like [`assert_error_without_panic`](Self::assert_error_without_panic),
     /// and the error is one clear line: every line of stderr carries the
     /// `gitops-run: ` prefix. Returns that line.
+    #[track_caller]
     pub fn assert_one_clean_error(&self) -> String {
         self.assert_error_without_panic();
         let unprefixed: Vec<&str> = self
@@ -72,12 +97,14 @@ impl Run {
     }
 
     /// Exactly one `gitops-run: error:` line and no panic; returns that line.
+    #[track_caller]
     pub fn one_error_line(&self) -> String {
         self.assert_error_without_panic();
         self.error_lines()[0].to_owned()
     }
 
     /// None of `secrets` occurs in stdout or stderr.
+    #[track_caller]
     pub fn assert_no_secret(&self, secrets: &[&str]) {
         for secret in secrets {
             assert!(!self.stdout.contains(secret), "{secret} in stdout:\n{self}");
@@ -86,14 +113,28 @@ impl Run {
     }
 }
 
-/// Runs `cmd` with stdin closed and collects its output. A run still going after
-/// `limit` is killed and the test fails: only a safety net against a hang (a
-/// password prompt, a stuck connection), never an assertion of speed.
-pub fn run_watched(mut cmd: Command, limit: Duration) -> Run {
+/// Runs `gitops-run ARGS` (see [`bin`]) under the watchdog.
+pub fn gitops(args: &[&str]) -> Run {
+    run(bin().args(args))
+}
+
+/// Runs `cmd` to completion under the watchdog: see [`run_watched`], with
+/// [`SAFETY_NET`] as the limit.
+pub fn run(cmd: &mut Command) -> Run {
+    run_watched(cmd, SAFETY_NET)
+}
+
+/// Runs `cmd` with stdin closed and collects its output. A run still going
+/// after `limit` is killed and the test fails: only a safety net against a
+/// hang, never an assertion of speed.
+pub fn run_watched(cmd: &mut Command, limit: Duration) -> Run {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start gitops-run");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|err| panic!("failed to start {program}: {err}"));
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let out_reader = thread::spawn(move || {
@@ -106,21 +147,139 @@ pub fn run_watched(mut cmd: Command, limit: Duration) -> Run {
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for gitops-run") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gitops-run did not finish within {limit:?} (hung, or waiting for a prompt?); killed it");
-        }
-        thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_for_exit(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{program} did not finish within {limit:?} (hung, or waiting for a prompt?); killed it"
+        );
     };
     Run {
         code: status.code(),
         stdout: String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into_owned(),
         stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
+    }
+}
+
+/// Polls `child` until it exits; `None` if it still runs after `limit` (or
+/// cannot be waited for).
+fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            // Ok(None) past the deadline, or an error: not known to have ended.
+            _ => return None,
+        }
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after [`SAFETY_NET`].
+#[track_caller]
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SAFETY_NET;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(POLL);
+    }
+}
+
+/// A program started in the background, for tests that act on a pass while
+/// it runs. Stdin is closed; stdout and stderr go to a log file. Every wait
+/// has a deadline, and a process still running when the value is dropped
+/// (the test failed half-way) is killed and reaped.
+pub struct Spawned {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Spawned {
+    /// Starts `cmd` with stdout and stderr appended to the file `log`.
+    pub fn start(cmd: &mut Command, log: &Path) -> Spawned {
+        let file = File::create(log)
+            .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
+        let err_file = file
+            .try_clone()
+            .unwrap_or_else(|err| panic!("failed to clone the handle of {}: {err}", log.display()));
+        cmd.stdin(Stdio::null()).stdout(file).stderr(err_file);
+        Self::spawn(cmd, log)
+    }
+
+    /// Starts `cmd` with its stderr a pipe that is closed at once: every
+    /// write to stderr fails with `EPIPE`, as when the reader of a pipeline
+    /// died. Stdout goes to the file `log`.
+    pub fn with_closed_stderr(cmd: &mut Command, log: &Path) -> Spawned {
+        let file = File::create(log)
+            .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
+        cmd.stdin(Stdio::null()).stdout(file).stderr(Stdio::piped());
+        let mut spawned = Self::spawn(cmd, log);
+        drop(spawned.child.stderr.take());
+        spawned
+    }
+
+    fn spawn(cmd: &mut Command, log: &Path) -> Spawned {
+        let child = cmd.spawn().unwrap_or_else(|err| {
+            panic!(
+                "failed to start {}: {err}",
+                cmd.get_program().to_string_lossy()
+            )
+        });
+        Spawned {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("a pid fits i32")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; fails the test (after killing it) if
+    /// it is still running after [`SAFETY_NET`].
+    #[track_caller]
+    pub fn wait(&mut self) -> ExitStatus {
+        match self.wait_at_most(SAFETY_NET) {
+            Some(status) => status,
+            None => {
+                self.kill();
+                panic!(
+                    "the process did not end within {SAFETY_NET:?}; killed it. Its output:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Waits for the process to exit, at most `limit` (`None` if it still
+    /// runs).
+    pub fn wait_at_most(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_for_exit(&mut self.child, limit)
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("reap a killed child process")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
