@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,10 @@ use super::bin;
 /// webhook that never answers, retried with its delays) takes seconds.
 pub const SAFETY_NET: Duration = Duration::from_secs(180);
 
-/// How often a wait polls.
-const POLL: Duration = Duration::from_millis(20);
+/// The first and the longest pause between two polls of a wait. Most runs
+/// end within milliseconds, so the pause starts short and doubles.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(20);
 
 /// How one invocation of a program ended.
 pub struct Run {
@@ -118,16 +121,12 @@ pub fn gitops(args: &[&str]) -> Run {
     run(bin().args(args))
 }
 
-/// Runs `cmd` to completion under the watchdog: see [`run_watched`], with
-/// [`SAFETY_NET`] as the limit.
-pub fn run(cmd: &mut Command) -> Run {
-    run_watched(cmd, SAFETY_NET)
-}
-
 /// Runs `cmd` with stdin closed and collects its output. A run still going
-/// after `limit` is killed and the test fails: only a safety net against a
-/// hang, never an assertion of speed.
-pub fn run_watched(cmd: &mut Command, limit: Duration) -> Run {
+/// after [`SAFETY_NET`] is killed and the test fails, and so does one whose
+/// output pipes stay open that long after it exited (a process it left
+/// behind holds them).
+pub fn run(cmd: &mut Command) -> Run {
+    let deadline = Instant::now() + SAFETY_NET;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -135,40 +134,57 @@ pub fn run_watched(cmd: &mut Command, limit: Duration) -> Run {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|err| panic!("failed to start {program}: {err}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let Some(status) = wait_for_exit(&mut child, limit) else {
+    let stdout = read_in_background(child.stdout.take().expect("piped stdout"));
+    let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
+    let Some(status) = wait_for_exit(&mut child, deadline) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "{program} did not finish within {limit:?} (hung, or waiting for a prompt?); killed it"
+            "{program} did not finish within {SAFETY_NET:?} (hung, or waiting for a prompt?); \
+             killed it"
         );
+    };
+    let collect = |output: Receiver<Vec<u8>>, name: &str| {
+        let bytes = output
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{program} exited ({status}), but its {name} was still open after \
+                     {SAFETY_NET:?}: a process it left behind holds it"
+                )
+            });
+        String::from_utf8_lossy(&bytes).into_owned()
     };
     Run {
         code: status.code(),
-        stdout: String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned(),
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
     }
 }
 
-/// Polls `child` until it exits; `None` if it still runs after `limit` (or
+/// Reads `pipe` to its end in a thread of its own; the bytes arrive on the
+/// returned channel.
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = sender.send(buf);
+    });
+    receiver
+}
+
+/// Polls `child` until it exits; `None` if it still runs at `deadline` (or
 /// cannot be waited for).
-fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
+fn wait_for_exit(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let mut pause = FIRST_POLL;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            Ok(None) if Instant::now() < deadline => {
+                thread::sleep(pause);
+                pause = (pause * 2).min(MAX_POLL);
+            }
             // Ok(None) past the deadline, or an error: not known to have ended.
             _ => return None,
         }
@@ -181,7 +197,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + SAFETY_NET;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(POLL);
+        thread::sleep(MAX_POLL);
     }
 }
 
@@ -195,7 +211,7 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Starts `cmd` with stdout and stderr appended to the file `log`.
+    /// Starts `cmd` with stdout and stderr written to the file `log`.
     pub fn start(cmd: &mut Command, log: &Path) -> Spawned {
         let file = File::create(log)
             .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
@@ -265,7 +281,7 @@ impl Spawned {
     /// Waits for the process to exit, at most `limit` (`None` if it still
     /// runs).
     pub fn wait_at_most(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_for_exit(&mut self.child, limit)
+        wait_for_exit(&mut self.child, Instant::now() + limit)
     }
 
     /// SIGKILLs the process and reaps it.
