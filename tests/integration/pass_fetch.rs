@@ -529,8 +529,11 @@ fn fetch_failure_keeps_deployed_commit_and_status_records_the_error() {
     state.pass(&url, &[]).assert_code(0);
     assert_deployed(&state, &first, "version 1\n");
 
-    // The server goes away; the same URL now points at a closed port.
+    // The server goes away; the same URL now points at a closed port, which
+    // no other test's server can take while this test runs.
+    let port = server.addr().port();
     drop(server);
+    let _closed = ClosedPort::take(port);
     let run = state.pass(&url, &[]);
     run.assert_code(3);
     let printed = run.assert_error_without_panic();
