@@ -16,23 +16,18 @@
 //! * `shuf -i 0-59 -n 1` becomes `shuf -i 0-0 -n 1`, so the random delay
 //!   sleeps 0 seconds (the `sleep $(shuf ...)` itself still runs).
 
-mod common;
-
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{git_env, Origin};
+use crate::common::run::SAFETY_NET;
+use crate::common::{git_env, run, wait_until, Origin, Spawned, StateDir};
 
 const OPERATIONS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
 const BEGIN: &str = "<!-- cron-entry -->";
 const END: &str = "<!-- /cron-entry -->";
-
-/// Upper bound for every wait on a condition.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The substitutions described in the module documentation: (documented
 /// text, replacement). `{wrapper}` and `{config}` are filled in per test.
@@ -214,21 +209,22 @@ fn check_time_field(field: &str, min: u32, max: u32, names: &[&str]) -> Result<(
 
 /// A temporary host: an origin repository, a config file naming it, a state
 /// directory, and the wrapper standing in for `/usr/bin/gitops-run`.
-struct Host {
-    tmp: tempfile::TempDir,
+struct CronHost {
+    state: StateDir,
     origin: Origin,
     cron: CronFile,
 }
 
-impl Host {
-    fn new(run_sh: &str) -> Host {
+impl CronHost {
+    fn new(run_sh: &str) -> CronHost {
         let mut origin = Origin::new();
         origin.commit(&[("run.sh", run_sh)], "first");
-        let tmp = tempfile::Builder::new()
-            .prefix("gitops-run-cron-")
-            .tempdir()
-            .unwrap();
-        let wrapper = tmp.path().join("gitops-run");
+        let host = CronHost {
+            state: StateDir::new(),
+            origin,
+            cron: documented_cron_file(),
+        };
+        let wrapper = host.wrapper();
         fs::write(
             &wrapper,
             format!(
@@ -243,11 +239,6 @@ impl Host {
         )
         .unwrap();
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-        let host = Host {
-            tmp,
-            origin,
-            cron: documented_cron_file(),
-        };
         fs::write(
             host.config(),
             format!(
@@ -260,21 +251,29 @@ impl Host {
         host
     }
 
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
+    fn state(&self) -> &Path {
+        self.state.path()
     }
 
     fn config(&self) -> PathBuf {
-        self.tmp.path().join("config")
+        self.state.dir().join("config")
+    }
+
+    fn wrapper(&self) -> PathBuf {
+        self.state.dir().join("gitops-run")
+    }
+
+    /// A file in the temporary directory.
+    fn file(&self, name: &str) -> PathBuf {
+        self.state.dir().join(name)
     }
 
     /// The documented command with the substitutions of the module docs.
     fn command(&self) -> String {
         let documented = &self.cron.entry.command;
-        let wrapper = self.tmp.path().join("gitops-run");
         let mut command = documented.clone();
         for (from, to) in [
-            (BINARY, wrapper.display().to_string()),
+            (BINARY, self.wrapper().display().to_string()),
             (CONFIG, self.config().display().to_string()),
             (LOGGER, "cat".to_owned()),
             (RANDOM_DELAY, "shuf -i 0-0 -n 1".to_owned()),
@@ -305,30 +304,18 @@ impl Host {
         cmd.env("CRON_TEST_RC", rc).stdin(Stdio::null());
         cmd
     }
-
-    fn current(&self) -> Option<String> {
-        let link = fs::read_link(self.state().join("current")).ok()?;
-        Some(link.file_name()?.to_string_lossy().into_owned())
-    }
 }
 
 fn recorded_rc(path: &Path) -> Option<i32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The first, blocking cron command. Dropping it (also when an assertion
 /// fails) releases the entrypoint and waits for the command to end, before
-/// the temporary directory it works in is removed.
+/// the temporary directory it works in is removed; a command that still runs
+/// then is killed.
 struct Blocked {
-    child: Child,
+    job: Spawned,
     release: PathBuf,
 }
 
@@ -336,29 +323,12 @@ impl Blocked {
     fn release(&self) {
         fs::write(&self.release, "").expect("write the release flag");
     }
-
-    /// Waits for the command to end, at most [`DEADLINE`].
-    fn wait(&mut self) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
         let _ = fs::write(&self.release, "");
-        if self.wait().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = self.job.wait_at_most(SAFETY_NET);
     }
 }
 
@@ -445,20 +415,23 @@ fn time_field_check_rejects_what_cron_rejects() {
 
 #[test]
 fn documented_entry_deploys() {
-    let host = Host::new("#!/bin/sh\necho deployed by cron\n");
+    let host = CronHost::new("#!/bin/sh\necho deployed by cron\n");
     let head = host.origin.head();
-    let rc = host.tmp.path().join("rc");
-    let out = host.cron_job(&rc).output().expect("run /bin/sh -c");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let all = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    assert!(out.status.success(), "the cron command failed:\n{all}");
+    let rc = host.file("rc");
+    let out = run(&mut host.cron_job(&rc));
+    let stdout = &out.stdout;
+    let all = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{}", out.stderr);
+    assert!(out.success(), "the cron command failed:\n{all}");
     assert_eq!(
         recorded_rc(&rc),
         Some(0),
         "gitops-run's exit status:\n{all}"
     );
-    assert_eq!(host.current().as_deref(), Some(head.as_str()), "{all}");
+    assert_eq!(
+        host.state.current().as_deref(),
+        Some(head.as_str()),
+        "{all}"
+    );
     // What would go to syslog: the entrypoint's output and the summary line.
     assert!(stdout.contains("deployed by cron"), "{all}");
     assert!(stdout.contains("gitops-run: applied"), "{all}");
@@ -466,7 +439,7 @@ fn documented_entry_deploys() {
 
 #[test]
 fn overlapping_entries_exit_0_and_say_the_lock_is_held() {
-    let host = Host::new(
+    let host = CronHost::new(
         "#!/bin/sh\n\
          echo started > \"$GITOPS_STATE_DIR/started\"\n\
          n=0\n\
@@ -475,15 +448,10 @@ fn overlapping_entries_exit_0_and_say_the_lock_is_held() {
     );
     let head = host.origin.head();
 
-    let rc1 = host.tmp.path().join("rc1");
-    let out1 = host.tmp.path().join("first.out");
+    let rc1 = host.file("rc1");
+    let out1 = host.file("first.out");
     let mut first = Blocked {
-        child: host
-            .cron_job(&rc1)
-            .stdout(File::create(&out1).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the first cron command"),
+        job: Spawned::start(&mut host.cron_job(&rc1), &out1),
         release: host.state().join("release"),
     };
     wait_until("the first pass's entrypoint to start", || {
@@ -491,16 +459,16 @@ fn overlapping_entries_exit_0_and_say_the_lock_is_held() {
     });
 
     // The second firing while the first still runs its entrypoint.
-    let rc2 = host.tmp.path().join("rc2");
+    let rc2 = host.file("rc2");
     let began = Instant::now();
-    let second = host.cron_job(&rc2).output().expect("run the second");
+    let second = run(&mut host.cron_job(&rc2));
     let took = began.elapsed();
-    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stdout = &second.stdout;
     let all = format!(
         "--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&second.stderr)
+        second.stderr
     );
-    assert!(second.status.success(), "{all}");
+    assert!(second.success(), "{all}");
     assert_eq!(recorded_rc(&rc2), Some(0), "second gitops-run:\n{all}");
     assert!(
         stdout.contains("another gitops-run pass holds the lock"),
@@ -512,18 +480,15 @@ fn overlapping_entries_exit_0_and_say_the_lock_is_held() {
         took < Duration::from_secs(30),
         "the second cron command took {took:?}"
     );
-    assert!(
-        first.child.try_wait().unwrap().is_none(),
-        "the first must still run"
-    );
+    assert!(first.job.is_running(), "the first must still run");
 
     first.release();
-    let status = first.wait().expect("the first cron command never ended");
+    let status = first.job.wait();
     let first_out = fs::read_to_string(&out1).unwrap_or_default();
     assert!(status.success(), "first:\n{first_out}");
     assert_eq!(recorded_rc(&rc1), Some(0), "first gitops-run:\n{first_out}");
     assert_eq!(
-        host.current().as_deref(),
+        host.state.current().as_deref(),
         Some(head.as_str()),
         "{first_out}"
     );

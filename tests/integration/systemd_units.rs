@@ -7,15 +7,13 @@
 //! read or changed. `systemd-analyze` comes with the `systemd` package; these
 //! tests fail, saying so, when it is missing.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{bin, Origin};
+use crate::common::{bin, current_in, run, Origin, Run};
 use tempfile::TempDir;
 
 /// Where the unit files live in the source tree.
@@ -64,18 +62,9 @@ fn systemd_analyze() -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|err| panic!("failed to start {cmd:?}: {err}"))
-}
-
 /// Stdout and stderr of `out`, for assertions and messages.
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+fn text(out: &Run) -> String {
+    format!("{}{}", out.stdout, out.stderr)
 }
 
 /// A temporary file system root with the units installed as the package
@@ -124,7 +113,7 @@ impl Root {
     /// page is built by the package, not installed from this tree, and `man`
     /// would look on the host anyway. `--recursive-errors=no`: only the named
     /// unit counts, not units it merely refers to (network-online.target, ...).
-    fn verify(&self, unit: &str) -> Output {
+    fn verify(&self, unit: &str) -> Run {
         run(systemd_analyze()
             .arg("verify")
             .arg(format!("--root={}", self.path().display()))
@@ -200,8 +189,8 @@ fn value(text: &str, section: &str, key: &str) -> String {
 #[track_caller]
 fn timespan_us(span: &str) -> u64 {
     let out = run(systemd_analyze().args(["timespan", span]));
-    assert!(out.status.success(), "timespan {span:?}:\n{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.success(), "timespan {span:?}:\n{}", text(&out));
+    let stdout = &out.stdout;
     stdout
         .lines()
         .find_map(|l| {
@@ -216,8 +205,8 @@ fn timespan_us(span: &str) -> u64 {
 /// The `[default: ...]` of `flag` in `gitops-run --help`.
 fn help_default(flag: &str) -> String {
     let out = run(bin().arg("--help"));
-    assert!(out.status.success(), "gitops-run --help:\n{}", text(&out));
-    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.success(), "gitops-run --help:\n{}", text(&out));
+    let help = out.stdout;
     let start = help
         .lines()
         .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
@@ -239,7 +228,7 @@ fn exposure(root: &Root, unit: &str) -> (f64, String) {
         .arg(format!("--root={}", root.path().display()))
         .arg(unit));
     let all = text(&out);
-    assert!(out.status.success(), "security {unit}:\n{all}");
+    assert!(out.success(), "security {unit}:\n{all}");
     let marker = format!("Overall exposure level for {unit}:");
     let level = all
         .lines()
@@ -264,9 +253,9 @@ fn every_unit_passes_systemd_analyze_verify() {
         let out = root.verify(unit);
         let all = text(&out);
         assert!(
-            out.status.success(),
-            "systemd-analyze verify {unit} failed ({}):\n{all}",
-            out.status
+            out.success(),
+            "systemd-analyze verify {unit} failed ({:?}):\n{all}",
+            out.code
         );
         assert!(
             complaints(&all).is_empty(),
@@ -288,7 +277,7 @@ fn verify_rejects_unknown_keys() {
     let out = root.verify("gitops-run.service");
     let all = text(&out);
     assert!(
-        !out.status.success(),
+        !out.success(),
         "verify should fail on Frobnicate=yes:\n{all}"
     );
     let found = complaints(&all);
@@ -310,7 +299,7 @@ fn verify_fails_without_the_binary_in_the_root() {
     let out = root.verify("gitops-run.service");
     let all = text(&out);
     assert!(
-        !out.status.success(),
+        !out.success(),
         "verify should fail without {INSTALLED_BINARY}:\n{all}"
     );
     assert!(
@@ -463,7 +452,7 @@ fn security_review_reports_an_exposure_level() {
 /// systemd would, with host paths moved into `tmp`: ExecStart= with the built
 /// binary, Environment=, the StateDirectory= created with its mode, and the
 /// `webhook-url` credential from LoadCredential=, else SetCredential=.
-fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Output {
+fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Run {
     let text = read_unit(unit_file).replace("%i", "example");
     let moved = |s: &str| -> String {
         s.replace("/etc/", &format!("{}/etc/", tmp.display()))
@@ -520,11 +509,6 @@ fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Output {
     run(&mut cmd)
 }
 
-fn current_commit(state: &Path) -> Option<String> {
-    let link = fs::read_link(state.join("current")).ok()?;
-    Some(link.file_name()?.to_string_lossy().into_owned())
-}
-
 /// gitops-run.service: the pass reads the config file named in ExecStart=,
 /// accepts the state directory systemd creates (mode 0700), and takes the
 /// empty SetCredential= default for "no webhook" without a warning.
@@ -549,12 +533,8 @@ fn plain_unit_deploys_and_an_absent_webhook_is_quiet() {
 
     let out = run_unit_as_written("gitops-run.service", tmp.path());
     let all = text(&out);
-    assert!(out.status.success(), "the pass failed:\n{all}");
-    assert_eq!(
-        current_commit(&state).as_deref(),
-        Some(head.as_str()),
-        "{all}"
-    );
+    assert!(out.success(), "the pass failed:\n{all}");
+    assert_eq!(current_in(&state).as_deref(), Some(head.as_str()), "{all}");
     assert!(
         !all.to_ascii_lowercase().contains("webhook") && !all.contains("warning"),
         "no webhook configured must mean no webhook messages:\n{all}"
@@ -582,13 +562,9 @@ fn template_unit_keeps_the_instance_state_dir() {
 
     let out = run_unit_as_written("gitops-run@.service", tmp.path());
     let all = text(&out);
-    assert!(out.status.success(), "the pass failed:\n{all}");
+    assert!(out.success(), "the pass failed:\n{all}");
     let state = tmp.path().join("var/lib/gitops-run/instances/example");
-    assert_eq!(
-        current_commit(&state).as_deref(),
-        Some(head.as_str()),
-        "{all}"
-    );
+    assert_eq!(current_in(&state).as_deref(), Some(head.as_str()), "{all}");
     assert!(
         !decoy.exists(),
         "Environment=GITOPS_STATE_DIR must outrank the config file"
@@ -601,7 +577,7 @@ fn template_unit_keeps_the_instance_state_dir() {
 fn template_unit_without_its_config_file_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run_unit_as_written("gitops-run@.service", tmp.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.code, Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("example.conf"),
         "the error should name the missing file:\n{}",

@@ -1,27 +1,21 @@
-//! Self-tests for the shared harness in `tests/common`, using only the plain
+//! Self-tests for the shared harness in `common`, using only the plain
 //! git and ssh command line tools (never the `gitops-run` binary).
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Output;
 
-use common::http::{base64, parse_cgi_output, percent_decode, read_chunked};
-use common::{
-    bin, git, git_command, ssh_command_for, test_home, HttpGitServer, Origin, SshGitServer,
-    AUTHOR_EMAIL, AUTHOR_NAME,
+use crate::common::http::{base64, parse_cgi_output, percent_decode, read_chunked};
+use crate::common::{
+    bin, git, git_command, run, ssh_command_for, test_home, HttpGitServer, Origin, Run,
+    SshGitServer, AUTHOR_EMAIL, AUTHOR_NAME,
 };
 use tempfile::TempDir;
 
-/// Runs `git args...` in `dir` with extra environment and returns the raw
-/// output, for tests that expect failure.
-fn git_output(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    git_command(dir, args)
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run git")
+/// Runs `git args...` in `dir` with extra environment and returns how it
+/// ended, for tests that expect failure.
+fn git_output(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    run(git_command(dir, args).envs(envs.iter().copied()))
 }
 
 /// Deterministic pseudo-random text (`SplitMix64` over a 64-character
@@ -139,10 +133,7 @@ fn origin_rewrites_history() {
         &["merge-base", "--is-ancestor", &one, "HEAD"],
         &[],
     );
-    assert!(
-        !merge_base.status.success(),
-        "old tip is no longer an ancestor"
-    );
+    assert!(!merge_base.success(), "old tip is no longer an ancestor");
 
     // Deterministic too: the same operations elsewhere give the same ids.
     let mut again = Origin::new();
@@ -200,7 +191,7 @@ fn http_clone_then_fetch() {
         &["ls-remote", &server.url("missing/.git")],
         &[],
     );
-    assert!(!missing.status.success(), "unknown repository must fail");
+    assert!(!missing.success(), "unknown repository must fail");
 }
 
 #[test]
@@ -251,11 +242,8 @@ fn http_basic_auth_and_chunked_push() {
         &["clone", "-q", &server.url("origin/.git"), "denied"],
         &[],
     );
-    let stderr = String::from_utf8_lossy(&denied.stderr);
-    assert!(
-        !denied.status.success(),
-        "clone without credentials: {stderr}"
-    );
+    let stderr = &denied.stderr;
+    assert!(!denied.success(), "clone without credentials: {stderr}");
     assert!(
         stderr.contains("Username") || stderr.contains("Authentication failed"),
         "{stderr}"
@@ -270,11 +258,11 @@ fn http_basic_auth_and_chunked_push() {
         ],
         &[],
     );
-    assert!(!wrong.status.success(), "clone with a wrong password");
+    assert!(!wrong.success(), "clone with a wrong password");
     assert!(
-        String::from_utf8_lossy(&wrong.stderr).contains("Authentication failed"),
+        wrong.stderr.contains("Authentication failed"),
         "{}",
-        String::from_utf8_lossy(&wrong.stderr)
+        wrong.stderr
     );
 
     let url = server.url_with_credentials("deploy", "s3cret", "origin/.git");
@@ -422,9 +410,9 @@ fn ssh_clone_checks_host_key() {
         &[("GIT_SSH_COMMAND", &good)],
     );
     assert!(
-        cloned.status.success(),
+        cloned.success(),
         "clone over ssh failed:\n{}\nsshd log:\n{}",
-        String::from_utf8_lossy(&cloned.stderr),
+        cloned.stderr,
         server.log()
     );
     let clone = work.path().join("clone");
@@ -437,11 +425,7 @@ fn ssh_clone_checks_host_key() {
         &["-c", "protocol.version=2", "fetch", "-q", "origin"],
         &[("GIT_SSH_COMMAND", &good)],
     );
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
+    assert!(fetched.success(), "{}", fetched.stderr);
     assert_eq!(git(&clone, &["rev-parse", "origin/main"]), next);
 
     let bad = ssh_command_for(&key, &server.wrong_known_hosts());
@@ -450,8 +434,8 @@ fn ssh_clone_checks_host_key() {
         &["clone", "-q", &url, "refused"],
         &[("GIT_SSH_COMMAND", &bad)],
     );
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "wrong host key accepted");
+    let stderr = &refused.stderr;
+    assert!(!refused.success(), "wrong host key accepted");
     assert!(stderr.contains("Host key verification failed"), "{stderr}");
     assert!(!work.path().join("refused").exists());
 }
@@ -460,23 +444,16 @@ fn ssh_clone_checks_host_key() {
 fn ssh_key_only_runs_git_shell() {
     let server = SshGitServer::start();
     let mut ssh = std::process::Command::new("sh");
-    common::git_env(&mut ssh);
-    let output = ssh
-        .arg("-c")
-        .arg(format!(
-            "{} -p {} {}@127.0.0.1 id",
-            ssh_command_for(&server.client_key(), &server.known_hosts()),
-            server.port(),
-            server.user()
-        ))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "arbitrary command ran: {stderr}");
-    assert!(
-        !String::from_utf8_lossy(&output.stdout).contains("uid="),
-        "{stderr}"
-    );
+    crate::common::git_env(&mut ssh);
+    let output = run(ssh.arg("-c").arg(format!(
+        "{} -p {} {}@127.0.0.1 id",
+        ssh_command_for(&server.client_key(), &server.known_hosts()),
+        server.port(),
+        server.user()
+    )));
+    let stderr = &output.stderr;
+    assert!(!output.success(), "arbitrary command ran: {stderr}");
+    assert!(!output.stdout.contains("uid="), "{stderr}");
     assert!(stderr.contains("unrecognized command 'id'"), "{stderr}");
 }
 

@@ -1,33 +1,24 @@
 //! Integration tests for fetching over HTTPS: a real nginx terminating TLS
 //! with a throw-away CA, in front of fcgiwrap and `git http-backend`
-//! ([`common::HttpsGitServer`]), with and without HTTP basic auth.
+//! ([`crate::common::HttpsGitServer`]), with and without HTTP basic auth.
 //!
 //! They check that the CA given by `GIT_SSL_CAINFO` is trusted and nothing
 //! else is, that credentials in the URL are used but never printed, stored
 //! or handed to the entrypoint, and that refused credentials fail the pass
 //! instead of waiting for a prompt.
 
-mod common;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
-use common::run::{run_watched, Run};
-use common::{bin, HttpsGitServer, Origin};
-use serde_json::Value;
-use tempfile::TempDir;
-
-/// After this long a `gitops-run` invocation is killed. Only a safety net
-/// against a hang (a password prompt, a stuck connection); never an
-/// assertion of speed.
-const WATCHDOG: Duration = Duration::from_secs(60);
+use crate::common::{run, HttpsGitServer, Origin, Run, StateDir};
 
 /// The entrypoint every test commits: records the `GITOPS_REPO` it was given
 /// and appends the deployed commit to `runs`.
 const ENTRYPOINT: &str = "#!/bin/sh\n\
 echo \"$GITOPS_REPO\" > \"$GITOPS_STATE_DIR/repo-seen\"\n\
 echo \"$GITOPS_COMMIT\" >> \"$GITOPS_STATE_DIR/runs\"\n";
+
+/// The files [`ENTRYPOINT`] writes to.
+const RECORDS: &[&str] = &["runs", "repo-seen"];
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "Sup3rS3cretPassw0rd";
@@ -46,135 +37,51 @@ const TLS_VARS: &[&str] = &[
     "CURL_CA_BUNDLE",
 ];
 
-/// Runs `gitops-run ARGS` with stdin closed, trusting the CA `ca` (through
+/// One pass of `state` against `repo`, trusting the CA `ca` (through
 /// `GIT_SSL_CAINFO`) if given and no other TLS settings from the
-/// environment. A watchdog thread kills the process after [`WATCHDOG`];
-/// the test then fails.
-fn gitops(args: &[&str], ca: Option<&Path>) -> Run {
-    let mut cmd: Command = bin();
+/// environment.
+fn pass(state: &StateDir, repo: &str, ca: Option<&Path>, extra: &[&str]) -> Run {
+    let mut cmd = state.pass_cmd(repo, extra);
     for var in TLS_VARS {
         cmd.env_remove(var);
     }
     if let Some(ca) = ca {
         cmd.env("GIT_SSL_CAINFO", ca);
     }
-    cmd.args(args);
-    run_watched(cmd, WATCHDOG)
+    run(&mut cmd)
 }
 
-/// A state directory inside a temporary directory (the state directory
-/// itself does not exist yet).
-struct StateDir {
-    _tmp: TempDir,
-    path: PathBuf,
+/// Commits the entrypoint ran for, oldest first.
+fn runs(state: &StateDir) -> Vec<String> {
+    state.lines("runs")
 }
 
-impl StateDir {
-    fn new() -> StateDir {
-        let tmp = tempfile::Builder::new()
-            .prefix("gitops-run-state-")
-            .tempdir()
-            .expect("create temporary directory");
-        let path = tmp.path().join("state");
-        StateDir { _tmp: tmp, path }
-    }
+/// The `GITOPS_REPO` the entrypoint saw last, if it ran.
+fn repo_seen(state: &StateDir) -> Option<String> {
+    std::fs::read_to_string(state.path().join("repo-seen"))
+        .ok()
+        .map(|text| text.trim_end().to_owned())
+}
 
-    fn arg(&self) -> &str {
-        self.path.to_str().expect("UTF-8 state dir")
-    }
+/// Asserts that nothing was deployed and the entrypoint never ran.
+#[track_caller]
+fn assert_nothing_deployed(state: &StateDir) {
+    state.assert_nothing_deployed(RECORDS);
+    assert_eq!(repo_seen(state), None, "entrypoint ran");
+}
 
-    /// One pass: `gitops-run --repo REPO --state-dir DIR EXTRA...`.
-    fn pass(&self, repo: &str, ca: Option<&Path>, extra: &[&str]) -> Run {
-        let mut args = vec!["--repo", repo, "--state-dir", self.arg()];
-        args.extend_from_slice(extra);
-        gitops(&args, ca)
-    }
-
-    /// `gitops-run status --json`, parsed.
-    fn status_json(&self) -> Value {
-        let run = gitops(&["status", "--json", "--state-dir", self.arg()], None);
-        run.assert_code(0);
-        serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|err| panic!("status --json is not JSON ({err}):\n{run}"))
-    }
-
-    /// stdout and stderr of `gitops-run status` and `status --json`.
-    fn all_status_output(&self) -> String {
-        let mut all = String::new();
-        for args in [
-            &["status", "--state-dir", self.arg()][..],
-            &["status", "--json", "--state-dir", self.arg()][..],
-        ] {
-            let run = gitops(args, None);
-            run.assert_code(0);
-            all.push_str(&run.stdout);
-            all.push_str(&run.stderr);
-        }
-        all
-    }
-
-    fn state_json_text(&self) -> String {
-        std::fs::read_to_string(self.path.join("state.json")).unwrap_or_default()
-    }
-
-    /// The target of the `current` symlink, if there is one.
-    fn current(&self) -> Option<PathBuf> {
-        std::fs::read_link(self.path.join("current")).ok()
-    }
-
-    /// Asserts that `current` points at the tree of `commit` (its target
-    /// ends with the full commit id) and that tree holds the entrypoint.
-    fn assert_deployed(&self, commit: &str) {
-        let current = self.current();
+/// Asserts that none of `secrets` is in state.json or in the output of
+/// `status` / `status --json`.
+#[track_caller]
+fn assert_no_secret_stored(state: &StateDir, secrets: &[&str]) {
+    let state_json = state.state_json_text();
+    let status = state.all_status_output();
+    for secret in secrets {
         assert!(
-            current
-                .as_deref()
-                .and_then(Path::file_name)
-                .is_some_and(|name| name == commit),
-            "current should point at the tree of {commit}, points at {current:?}"
+            !state_json.contains(secret),
+            "{secret} in state.json:\n{state_json}"
         );
-        assert!(self.path.join("current").join("run.sh").is_file());
-    }
-
-    /// Commits the entrypoint ran for, oldest first.
-    fn runs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path.join("runs"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The `GITOPS_REPO` the entrypoint saw last, if it ran.
-    fn repo_seen(&self) -> Option<String> {
-        std::fs::read_to_string(self.path.join("repo-seen"))
-            .ok()
-            .map(|text| text.trim_end().to_owned())
-    }
-
-    /// Asserts that nothing was deployed and the entrypoint never ran.
-    fn assert_nothing_deployed(&self) {
-        assert_eq!(self.current(), None, "current must not exist");
-        assert!(self.runs().is_empty(), "entrypoint ran: {:?}", self.runs());
-        assert_eq!(self.repo_seen(), None, "entrypoint ran");
-        let trees: Vec<_> = std::fs::read_dir(self.path.join("trees"))
-            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(trees.is_empty(), "trees were checked out: {trees:?}");
-    }
-
-    /// Asserts that none of `secrets` is in state.json or in the output of
-    /// `status` / `status --json`.
-    fn assert_no_secret_stored(&self, secrets: &[&str]) {
-        let state_json = self.state_json_text();
-        let status = self.all_status_output();
-        for secret in secrets {
-            assert!(
-                !state_json.contains(secret),
-                "{secret} in state.json:\n{state_json}"
-            );
-            assert!(!status.contains(secret), "{secret} in status:\n{status}");
-        }
+        assert!(!status.contains(secret), "{secret} in status:\n{status}");
     }
 }
 
@@ -206,28 +113,28 @@ fn https_with_trusted_ca_deploys_head_then_noop_then_new_commit() {
     let ca = server.ca_cert();
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&ca), &[]);
+    let run = pass(&state, &url, Some(&ca), &[]);
     assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
     state.assert_deployed(&first);
-    assert_eq!(state.runs(), std::slice::from_ref(&first), "{run}");
-    assert_eq!(state.repo_seen().as_deref(), Some(url.as_str()));
+    assert_eq!(runs(&state), std::slice::from_ref(&first), "{run}");
+    assert_eq!(repo_seen(&state).as_deref(), Some(url.as_str()));
     assert!(
         !repo_requests(&server).is_empty(),
         "the fetch did not go through nginx: {}",
         server.access_log()
     );
 
-    let run = state.pass(&url, Some(&ca), &[]);
+    let run = pass(&state, &url, Some(&ca), &[]);
     run.assert_code(0);
     assert!(run.stderr.contains("up to date"), "{run}");
     state.assert_deployed(&first);
-    assert_eq!(state.runs().len(), 1, "entrypoint ran again:\n{run}");
+    assert_eq!(runs(&state).len(), 1, "entrypoint ran again:\n{run}");
 
     let second = origin.commit(&[("app.conf", "version 2\n")], "second");
-    let run = state.pass(&url, Some(&ca), &[]);
+    let run = pass(&state, &url, Some(&ca), &[]);
     assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
     state.assert_deployed(&second);
-    assert_eq!(state.runs(), [first, second.clone()], "{run}");
+    assert_eq!(runs(&state), [first, second.clone()], "{run}");
     let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], second.as_str(), "{status:#}");
 }
@@ -239,14 +146,14 @@ fn https_without_trusted_ca_fails_with_exit_3_and_a_certificate_error() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
 
-    let run = state.pass(&url, None, &[]);
+    let run = pass(&state, &url, None, &[]);
     run.assert_code(3);
     let line = run.one_error_line().to_ascii_lowercase();
     assert!(
         line.contains("certificate") || line.contains("ssl"),
         "the error should name the certificate problem:\n{run}"
     );
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
     assert!(
         repo_requests(&server).is_empty(),
         "a request got past TLS: {}",
@@ -274,7 +181,7 @@ fn https_without_cainfo_verifies_against_the_system_roots() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
 
-    let run = state.pass(&url, None, &[]);
+    let run = pass(&state, &url, None, &[]);
     run.assert_code(3);
     let line = run.one_error_line();
     assert!(
@@ -286,7 +193,7 @@ fn https_without_cainfo_verifies_against_the_system_roots() {
         line.to_ascii_lowercase().contains("certificate"),
         "the error should name the certificate problem:\n{run}"
     );
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -299,14 +206,14 @@ fn https_with_another_ca_trusted_is_refused_as_unknown_issuer() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&stranger.ca_cert()), &[]);
+    let run = pass(&state, &url, Some(&stranger.ca_cert()), &[]);
     run.assert_code(3);
     let line = run.one_error_line().to_ascii_lowercase();
     assert!(
         line.contains("certificate"),
         "the error should name the certificate problem:\n{run}"
     );
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
     assert!(
         repo_requests(&server).is_empty(),
         "a request got past TLS: {}",
@@ -323,10 +230,10 @@ fn https_basic_auth_deploys_and_never_reveals_the_credentials() {
     let host_port = format!("127.0.0.1:{}", server.port());
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&ca), &["-v"]);
+    let run = pass(&state, &url, Some(&ca), &["-v"]);
     assert_eq!(run.code, Some(0), "{run}\n{}", server.error_log());
     state.assert_deployed(&first);
-    assert_eq!(state.runs(), std::slice::from_ref(&first), "{run}");
+    assert_eq!(runs(&state), std::slice::from_ref(&first), "{run}");
     let requests = repo_requests(&server);
     assert!(
         requests
@@ -338,11 +245,9 @@ fn https_basic_auth_deploys_and_never_reveals_the_credentials() {
 
     let secrets = [USER, PASSWORD];
     run.assert_no_secret(&secrets);
-    state.assert_no_secret_stored(&secrets);
+    assert_no_secret_stored(&state, &secrets);
 
-    let seen = state
-        .repo_seen()
-        .expect("the entrypoint recorded GITOPS_REPO");
+    let seen = repo_seen(&state).expect("the entrypoint recorded GITOPS_REPO");
     for secret in secrets {
         assert!(!seen.contains(secret), "{secret} in GITOPS_REPO {seen:?}");
     }
@@ -358,10 +263,10 @@ fn https_basic_auth_deploys_and_never_reveals_the_credentials() {
     assert!(repo.contains(&host_port), "status repo {repo:?}");
 
     // A second pass (fetch of an up-to-date branch) leaks nothing either.
-    let run = state.pass(&url, Some(&ca), &["-v"]);
+    let run = pass(&state, &url, Some(&ca), &["-v"]);
     run.assert_code(0);
     run.assert_no_secret(&secrets);
-    state.assert_no_secret_stored(&secrets);
+    assert_no_secret_stored(&state, &secrets);
 }
 
 #[test]
@@ -372,7 +277,7 @@ fn https_basic_auth_with_wrong_password_fails_with_exit_3_without_prompting() {
     let ca = server.ca_cert();
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&ca), &["-v"]);
+    let run = pass(&state, &url, Some(&ca), &["-v"]);
     run.assert_code(3);
     run.one_error_line();
 
@@ -394,8 +299,8 @@ fn https_basic_auth_with_wrong_password_fails_with_exit_3_without_prompting() {
 
     let secrets = [WRONG_PASSWORD];
     run.assert_no_secret(&secrets);
-    state.assert_no_secret_stored(&secrets);
-    state.assert_nothing_deployed();
+    assert_no_secret_stored(&state, &secrets);
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -406,7 +311,7 @@ fn https_without_credentials_to_auth_server_fails_with_exit_3_without_prompting(
     let ca = server.ca_cert();
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&ca), &[]);
+    let run = pass(&state, &url, Some(&ca), &[]);
     run.assert_code(3);
     run.one_error_line();
     let requests = repo_requests(&server);
@@ -415,7 +320,7 @@ fn https_without_credentials_to_auth_server_fails_with_exit_3_without_prompting(
         "expected only 401 answers:\n{}",
         server.access_log()
     );
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -428,7 +333,7 @@ fn https_missing_credentials_error_is_one_clean_line() {
     let ca = server.ca_cert();
     let state = StateDir::new();
 
-    let run = state.pass(&url, Some(&ca), &[]);
+    let run = pass(&state, &url, Some(&ca), &[]);
     run.assert_code(3);
     run.one_error_line();
     let unprefixed: Vec<&str> = run

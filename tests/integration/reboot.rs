@@ -1,64 +1,37 @@
 //! Reboot requests end to end: the binary, a real git repository, the machine's
 //! real boot time, and a fake reboot command that records its calls.
 
-mod common;
-
+use crate::common::{run, Host, Run};
 use chrono::{DateTime, Duration, Utc};
-use common::{bin, Origin};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 const OK_RUN: &str = "#!/bin/sh\nexit 0\n";
 
-struct Host {
-    origin: Origin,
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-    reboots: PathBuf,
+/// The file the fake reboot command appends a line to per call.
+fn reboots(h: &Host) -> PathBuf {
+    h.state.dir().join("reboots")
 }
 
-impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        Host {
-            origin: Origin::new(),
-            state: dir.path().join("state"),
-            reboots: dir.path().join("reboots"),
-            _dir: dir,
-        }
-    }
+/// One pass of `h` in time zone `tz`, whose reboot command records the call
+/// in [`reboots`].
+fn pass_with(h: &Host, extra: &[&str], tz: &str) -> Run {
+    let reboot = format!("echo reboot >> '{}'", reboots(h).display());
+    run(h
+        .pass_cmd(&["--reboot-command", &reboot])
+        .args(extra)
+        .env("TZ", tz))
+}
 
-    fn pass_with(&self, extra: &[&str], tz: &str) -> std::process::Output {
-        bin()
-            .args(["--repo", &self.origin.url(), "--state-dir"])
-            .arg(&self.state)
-            .arg("--reboot-command")
-            .arg(format!("echo reboot >> '{}'", self.reboots.display()))
-            .args(extra)
-            .env("TZ", tz)
-            .output()
-            .unwrap()
-    }
+fn pass(h: &Host) -> Run {
+    pass_with(h, &[], "UTC")
+}
 
-    fn pass(&self) -> std::process::Output {
-        self.pass_with(&[], "UTC")
-    }
-
-    fn reboot_count(&self) -> usize {
-        std::fs::read_to_string(&self.reboots)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn status(&self) -> Value {
-        let out = bin()
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+/// How often the reboot command ran.
+fn reboot_count(h: &Host) -> usize {
+    std::fs::read_to_string(reboots(h))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 fn boot_time() -> DateTime<Utc> {
@@ -75,10 +48,6 @@ fn boot_time() -> DateTime<Utc> {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn time_of(v: &Value) -> DateTime<Utc> {
@@ -105,11 +74,11 @@ fn due_request_after_boot_reboots_exactly_once_over_several_passes() {
         "reboot for the kernel",
     );
     for _ in 0..4 {
-        let out = h.pass();
-        assert!(out.status.success(), "{}", stderr(&out));
+        let out = pass(&h);
+        assert!(out.success(), "{}", out.stderr);
     }
-    assert_eq!(h.reboot_count(), 1);
-    let st = h.status();
+    assert_eq!(reboot_count(&h), 1);
+    let st = h.state.status_json();
     assert_eq!(st["reboot"]["status"], "done");
     assert_eq!(st["reboots_done"].as_array().unwrap().len(), 1);
 }
@@ -123,10 +92,10 @@ fn request_before_boot_never_reboots() {
         "old request",
     );
     for _ in 0..2 {
-        assert!(h.pass().status.success());
+        assert!(pass(&h).success());
     }
-    assert_eq!(h.reboot_count(), 0);
-    assert_eq!(h.status()["reboot"]["status"], "spent");
+    assert_eq!(reboot_count(&h), 0);
+    assert_eq!(h.state.status_json()["reboot"]["status"], "spent");
 }
 
 #[test]
@@ -137,11 +106,11 @@ fn future_request_is_pending_and_reboots_nothing_now() {
         &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(later))],
         "reboot tonight",
     );
-    let out = h.pass();
-    assert!(out.status.success());
-    assert!(stderr(&out).contains("reboot pending"), "{}", stderr(&out));
-    assert_eq!(h.reboot_count(), 0);
-    let st = h.status();
+    let out = pass(&h);
+    assert!(out.success());
+    assert!(out.stderr.contains("reboot pending"), "{}", out.stderr);
+    assert_eq!(reboot_count(&h), 0);
+    let st = h.state.status_json();
     assert_eq!(st["reboot"]["status"], "pending");
     assert_eq!(
         time_of(&st["reboot"]["effective_at"]).timestamp(),
@@ -156,15 +125,15 @@ fn malformed_request_reboots_nothing_and_exits_8_but_still_deploys() {
         &[("run.sh", OK_RUN), ("reboot-at", "next tuesday\n")],
         "oops",
     );
-    let out = h.pass();
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let out = pass(&h);
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
     assert!(
-        stderr(&out).contains("invalid reboot request"),
+        out.stderr.contains("invalid reboot request"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
-    assert_eq!(h.reboot_count(), 0);
-    let st = h.status();
+    assert_eq!(reboot_count(&h), 0);
+    let st = h.state.status_json();
     assert_eq!(st["reboot"]["status"], "invalid");
     assert_eq!(st["deployed"]["commit"], head.as_str());
 }
@@ -176,18 +145,18 @@ fn request_past_its_grace_is_missed_not_carried_out() {
     let t = b + (now - b) / 2;
     h.origin
         .commit(&[("run.sh", OK_RUN), ("reboot-at", &rfc3339(t))], "late");
-    let out = h.pass_with(&["--reboot-grace", "0s"], "UTC");
-    assert!(out.status.success());
-    assert!(stderr(&out).contains("missed"), "{}", stderr(&out));
-    assert_eq!(h.reboot_count(), 0);
-    assert_eq!(h.status()["reboot"]["status"], "missed");
+    let out = pass_with(&h, &["--reboot-grace", "0s"], "UTC");
+    assert!(out.success());
+    assert!(out.stderr.contains("missed"), "{}", out.stderr);
+    assert_eq!(reboot_count(&h), 0);
+    assert_eq!(h.state.status_json()["reboot"]["status"], "missed");
 }
 
 #[test]
 fn request_in_a_commit_whose_entrypoint_fails_reboots_nothing() {
     let mut h = Host::new();
     h.origin.commit(&[("run.sh", OK_RUN)], "base");
-    assert!(h.pass().status.success());
+    assert!(pass(&h).success());
     h.origin.commit(
         &[
             ("run.sh", "#!/bin/sh\nexit 1\n"),
@@ -195,10 +164,10 @@ fn request_in_a_commit_whose_entrypoint_fails_reboots_nothing() {
         ],
         "broken, with a reboot",
     );
-    let out = h.pass();
-    assert_eq!(out.status.code(), Some(5));
-    assert_eq!(h.reboot_count(), 0);
-    assert!(h.status()["reboot"].is_null());
+    let out = pass(&h);
+    assert_eq!(out.code, Some(5));
+    assert_eq!(reboot_count(&h), 0);
+    assert!(h.state.status_json()["reboot"].is_null());
 }
 
 #[test]
@@ -209,22 +178,22 @@ fn pending_request_moved_then_removed_is_moved_then_cancelled() {
         &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(first))],
         "plan",
     );
-    assert!(h.pass().status.success());
+    assert!(pass(&h).success());
 
     let second = first + Duration::hours(1);
     h.origin.commit(&[("reboot-at", &rfc3339(second))], "move");
-    let out = h.pass();
-    assert!(stderr(&out).contains("reboot moved"), "{}", stderr(&out));
+    let out = pass(&h);
+    assert!(out.stderr.contains("reboot moved"), "{}", out.stderr);
     assert_eq!(
-        time_of(&h.status()["reboot"]["effective_at"]).timestamp(),
+        time_of(&h.state.status_json()["reboot"]["effective_at"]).timestamp(),
         second.timestamp()
     );
 
     h.origin.remove(&["reboot-at"], "cancel");
-    let out = h.pass();
-    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
-    assert!(h.status()["reboot"].is_null());
-    assert_eq!(h.reboot_count(), 0);
+    let out = pass(&h);
+    assert!(out.stderr.contains("cancelled"), "{}", out.stderr);
+    assert!(h.state.status_json()["reboot"].is_null());
+    assert_eq!(reboot_count(&h), 0);
 }
 
 #[test]
@@ -237,11 +206,8 @@ fn splay_adds_a_fixed_delay_per_host_within_the_window() {
     );
     let mut delays = Vec::new();
     for _ in 0..2 {
-        assert!(h
-            .pass_with(&["--reboot-splay", "1h"], "UTC")
-            .status
-            .success());
-        let st = h.status();
+        assert!(pass_with(&h, &["--reboot-splay", "1h"], "UTC").success());
+        let st = h.state.status_json();
         let d = time_of(&st["reboot"]["effective_at"]) - time_of(&st["reboot"]["requested_at"]);
         delays.push(d.num_seconds());
     }
@@ -262,9 +228,9 @@ fn requested_at_for(request: &str, tz: &str) -> Value {
     let mut h = Host::new();
     h.origin
         .commit(&[("run.sh", OK_RUN), ("reboot-at", request)], "local time");
-    let _ = h.pass_with(&[], tz);
-    assert_eq!(h.reboot_count(), 0);
-    h.status()["reboot"].clone()
+    let _ = pass_with(&h, &[], tz);
+    assert_eq!(reboot_count(&h), 0);
+    h.state.status_json()["reboot"].clone()
 }
 
 #[test]
@@ -315,20 +281,15 @@ fn failing_reboot_command_leaves_the_request_open_and_exits_8() {
         &[("run.sh", OK_RUN), ("reboot-at", &rfc3339(due_time()))],
         "reboot",
     );
-    let out = bin()
-        .args(["--repo", &h.origin.url(), "--state-dir"])
-        .arg(&h.state)
-        .args(["--reboot-command", "exit 3"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
-    let st = h.status();
+    let out = run(&mut h.pass_cmd(&["--reboot-command", "exit 3"]));
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
+    let st = h.state.status_json();
     assert_eq!(st["reboot"]["status"], "pending");
     assert_eq!(st["reboots_done"].as_array().unwrap().len(), 0);
     // With a working command the next pass carries it out, once.
-    assert!(h.pass().status.success());
-    assert!(h.pass().status.success());
-    assert_eq!(h.reboot_count(), 1);
+    assert!(pass(&h).success());
+    assert!(pass(&h).success());
+    assert_eq!(reboot_count(&h), 1);
 }
 
 /// The pass returned early on a fetch error and skipped a due reboot, although a
@@ -341,28 +302,18 @@ fn a_due_reboot_happens_even_when_the_fetch_fails() {
         "reboot",
     );
     // First pass: the reboot command fails, so the request stays open.
-    let out = bin()
-        .args(["--repo", &h.origin.url(), "--state-dir"])
-        .arg(&h.state)
-        .args(["--reboot-command", "false"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let out = run(&mut h.pass_cmd(&["--reboot-command", "false"]));
+    assert_eq!(out.code, Some(8), "{}", out.stderr);
     // The Git server goes away.
     let gone = h.origin.path().with_extension("gone");
     std::fs::rename(h.origin.path(), &gone).unwrap();
-    let out = h.pass();
+    let out = pass(&h);
+    assert_eq!(out.code, Some(3), "the fetch failed: {}", out.stderr);
     assert_eq!(
-        out.status.code(),
-        Some(3),
-        "the fetch failed: {}",
-        stderr(&out)
-    );
-    assert_eq!(
-        h.reboot_count(),
+        reboot_count(&h),
         1,
         "the reboot happened anyway: {}",
-        stderr(&out)
+        out.stderr
     );
     std::fs::rename(&gone, h.origin.path()).unwrap();
 }
@@ -377,14 +328,9 @@ fn sigterm_after_the_reboot_command_started_is_a_clean_exit() {
         "reboot",
     );
     // The "reboot" stops its caller the way a shutting-down systemd would.
-    let out = bin()
-        .args(["--repo", &h.origin.url(), "--state-dir"])
-        .arg(&h.state)
-        .args(["--reboot-command", "kill -TERM $PPID; sleep 1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let st = h.status();
+    let out = run(&mut h.pass_cmd(&["--reboot-command", "kill -TERM $PPID; sleep 1"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let st = h.state.status_json();
     assert_eq!(st["reboot"]["status"], "rebooting");
     assert_eq!(st["reboots_done"].as_array().unwrap().len(), 1);
 }

@@ -7,25 +7,16 @@
 //! directory. Nothing here depends on timing: waits poll for a condition
 //! with a bounded deadline.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
+use crate::common::{bin, run, wait_until, Origin, Run, Spawned, StateDir};
 use chrono::{DateTime, Utc};
-use common::{bin, Origin};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// Upper bound for every wait on a condition.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A succeeding entrypoint.
 const OK_SCRIPT: &str = "#!/bin/sh\necho deployed\n";
@@ -34,93 +25,13 @@ const OK_SCRIPT: &str = "#!/bin/sh\necho deployed\n";
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// What a finished `gitops-run` invocation left behind.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit {code}, got:\n{}",
-            self.describe()
-        );
-        self
-    }
-}
-
-fn run(cmd: &mut Command) -> Run {
-    let output = cmd.stdin(Stdio::null()).output().expect("start gitops-run");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// A `gitops-run` pass command for `url` on `state` with `extra` arguments.
-fn pass_cmd(url: &str, state: &Path, extra: &[&str]) -> Command {
-    let mut cmd = bin();
-    cmd.arg("--repo")
-        .arg(url)
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra);
-    cmd
-}
-
-fn pass(origin: &Origin, state: &Path, extra: &[&str]) -> Run {
-    run(&mut pass_cmd(&origin.url(), state, extra))
-}
-
-/// `gitops-run status --json` parsed.
-fn status_json(state: &Path) -> Value {
-    let out = run(bin().args(["status", "--json", "--state-dir"]).arg(state));
-    out.expect_code(0);
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|err| panic!("status --json is not JSON ({err}):\n{}", out.stdout))
-}
-
-/// `state.json`, which must be valid JSON whenever it exists.
-fn state_file(state: &Path) -> Value {
-    let path = state.join("state.json");
-    let text =
-        fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|err| panic!("state.json is not valid JSON ({err}):\n{text}"))
-}
-
 /// The last attempt recorded in `state.json` (`attempt`, or `last_attempt`).
-fn state_file_attempt(state: &Path) -> Value {
-    let doc = state_file(state);
+fn state_file_attempt(state: &StateDir) -> Value {
+    let doc = state.state_json();
     doc.get("attempt")
         .or_else(|| doc.get("last_attempt"))
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-/// The commit `STATE/current` points at (`trees/<sha>`).
-fn current_of(state: &Path) -> Option<String> {
-    let target = fs::read_link(state.join("current")).ok()?;
-    assert_eq!(
-        target.parent(),
-        Some(Path::new("trees")),
-        "current should point at trees/<sha>, points at {}",
-        target.display()
-    );
-    Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
 fn parse_time(value: &Value) -> DateTime<Utc> {
@@ -130,16 +41,6 @@ fn parse_time(value: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|err| panic!("bad timestamp {text:?}: {err}"))
         .with_timezone(&Utc)
-}
-
-/// Polls `cond` until it holds; panics after [`DEADLINE`].
-#[track_caller]
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits for a pid file (written atomically by the scripts) and reads it.
@@ -173,50 +74,6 @@ fn wait_pid_gone(pid: i32, what: &str) {
     });
 }
 
-/// Waits for `child` with a deadline.
-fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A spawned `gitops-run` that is killed if the test ends early.
-struct Spawned {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Spawned {
-    fn start(mut cmd: Command, stderr: PathBuf) -> Spawned {
-        let file = File::create(&stderr).expect("create stderr capture file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn gitops-run");
-        Spawned { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Kills, at the end of a test, the process groups whose leaders' pids the
 /// test's entrypoints wrote to these files, so a failing test leaves no
 /// `sleep 1000` behind.
@@ -239,26 +96,6 @@ impl Drop for Reaper {
     }
 }
 
-/// A fresh temporary directory with a state directory path (not yet
-/// created) inside it.
-fn scratch() -> (TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("gitops-run-apply-")
-        .tempdir()
-        .expect("create a temporary directory");
-    let state = dir.path().join("state");
-    (dir, state)
-}
-
-/// Lines of `STATE/runs`, which the scripts append to.
-fn runs(state: &Path) -> Vec<String> {
-    fs::read_to_string(state.join("runs"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// `KEY=VALUE` lines of an `env` dump.
 fn parse_env(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -271,34 +108,15 @@ fn short(commit: &str) -> &str {
     &commit[..12]
 }
 
-/// Lines of `text` starting with `gitops-run: error:`.
-fn error_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| l.starts_with("gitops-run: error:"))
-        .collect()
-}
-
 /// Asserts a run failed with `code` and exactly one clear error line that
 /// contains `needle`, without a panic.
 #[track_caller]
 fn expect_clean_error(out: &Run, code: i32, needle: &str) {
-    out.expect_code(code);
-    let errors = error_lines(&out.stderr);
-    assert_eq!(
-        errors.len(),
-        1,
-        "expected exactly one `gitops-run: error:` line:\n{}",
-        out.describe()
-    );
+    out.assert_code(code);
+    let line = out.one_error_line();
     assert!(
-        errors[0].contains(needle),
-        "error line should mention {needle:?}:\n{}",
-        out.describe()
-    );
-    assert!(
-        !out.stderr.contains("panicked") && !out.stdout.contains("panicked"),
-        "gitops-run panicked:\n{}",
-        out.describe()
+        line.contains(needle),
+        "error line should mention {needle:?}:\n{out}"
     );
 }
 
@@ -369,21 +187,21 @@ fn check_gitops_env(env: &BTreeMap<String, String>, expected: &[(&str, &str)], w
 fn entrypoint_environment_contract_on_initial_and_new_deploys() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", ENV_DUMP_SCRIPT)], "first");
-    let (_tmp, state) = scratch();
+    let state = StateDir::new();
     let url = origin.url();
-    let state_str = state.to_str().expect("UTF-8 state path").to_owned();
+    let state_str = state.arg().to_owned();
 
     let go = || {
-        let mut cmd = pass_cmd(&url, &state, &[]);
+        let mut cmd = state.pass_cmd(&url, &[]);
         cmd.env("GITOPS_REPO", LEAKY_REPO)
             .env("GITOPS_FOO", "inherited-value")
             .env("UNRELATED_VAR", "kept");
         run(&mut cmd)
     };
 
-    go().expect_code(0);
-    let canonical_state = state.canonicalize().expect("canonical state dir");
-    let (env, pwd, umask) = read_dump(&state, "initial");
+    go().assert_code(0);
+    let canonical_state = state.path().canonicalize().expect("canonical state dir");
+    let (env, pwd, umask) = read_dump(state.path(), "initial");
     check_gitops_env(
         &env,
         &[
@@ -409,8 +227,8 @@ fn entrypoint_environment_contract_on_initial_and_new_deploys() {
     assert_eq!(umask, "0077", "umask of the first entrypoint");
 
     let c2 = origin.commit(&[("app.conf", "v = 2\n")], "second");
-    go().expect_code(0);
-    let (env, pwd, umask) = read_dump(&state, "new");
+    go().assert_code(0);
+    let (env, pwd, umask) = read_dump(state.path(), "new");
     check_gitops_env(
         &env,
         &[
@@ -429,7 +247,7 @@ fn entrypoint_environment_contract_on_initial_and_new_deploys() {
         "cwd of the second entrypoint"
     );
     assert_eq!(umask, "0077", "umask of the second entrypoint");
-    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    assert_eq!(state.current().as_deref(), Some(c2.as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -446,29 +264,29 @@ fn entrypoint_stdout_and_stderr_reach_stderr_and_the_log_file() {
         )],
         "noisy",
     );
-    let (_tmp, state) = scratch();
-    let out = pass(&origin, &state, &[]);
-    out.expect_code(0);
+    let state = StateDir::new();
+    let out = state.pass(&origin.url(), &[]);
+    out.assert_code(0);
     for line in ["line-on-stdout-4711", "line-on-stderr-4712"] {
         assert!(
             out.stderr.lines().any(|l| l.contains(line)),
             "{line} missing from gitops-run's stderr:\n{}",
-            out.describe()
+            out
         );
         assert!(
             !out.stdout.contains(line),
             "{line} should go to stderr, not stdout:\n{}",
-            out.describe()
+            out
         );
     }
 
-    let status = status_json(&state);
+    let status = state.status_json();
     let log = status["last_log"]
         .as_str()
         .unwrap_or_else(|| panic!("status has no last_log: {status:#}"));
     let log = Path::new(log);
     assert!(
-        log.starts_with(state.join("logs")),
+        log.starts_with(state.path().join("logs")),
         "log {} should live in STATE/logs",
         log.display()
     );
@@ -502,26 +320,26 @@ fn recording_script(exit_code: i32) -> String {
 fn failing_entrypoint_keeps_previous_commit_and_backs_off() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", &recording_script(0))], "good");
-    let (_tmp, state) = scratch();
-    pass(&origin, &state, &[]).expect_code(0);
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    let state = StateDir::new();
+    state.pass(&origin.url(), &[]).assert_code(0);
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
 
     // A failing commit.
     let c2 = origin.commit(&[("run.sh", &recording_script(3))], "broken");
     let before = Utc::now();
-    let out = pass(&origin, &state, &[]);
+    let out = state.pass(&origin.url(), &[]);
     let after = Utc::now();
-    out.expect_code(5);
+    out.assert_code(5);
     assert_eq!(
-        runs(&state),
+        state.lines("runs"),
         vec![format!("initial {c1}"), format!("new {c2}")]
     );
     assert_eq!(
-        current_of(&state).as_deref(),
+        state.current().as_deref(),
         Some(c1.as_str()),
         "current must stay on the previous commit"
     );
-    let status = status_json(&state);
+    let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], c1.as_str(), "{status:#}");
     assert_eq!(status["current"], c1.as_str(), "{status:#}");
     let attempt = &status["last_attempt"];
@@ -544,26 +362,26 @@ fn failing_entrypoint_keeps_previous_commit_and_backs_off() {
     );
 
     // A plain pass waits for the backoff and does not run the entrypoint.
-    let out = pass(&origin, &state, &[]);
-    out.expect_code(5);
+    let out = state.pass(&origin.url(), &[]);
+    out.assert_code(5);
     assert!(
         out.stderr.contains("next retry"),
         "a waiting pass should say when the next retry is:\n{}",
-        out.describe()
+        out
     );
     assert_eq!(
-        runs(&state).len(),
+        state.lines("runs").len(),
         2,
         "the entrypoint must not run while backing off"
     );
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
 
     // --once retries at once.
-    let out = pass(&origin, &state, &["--once"]);
-    out.expect_code(5);
-    assert_eq!(runs(&state).last(), Some(&format!("retry {c2}")));
-    assert_eq!(runs(&state).len(), 3);
-    let status = status_json(&state);
+    let out = state.pass(&origin.url(), &["--once"]);
+    out.assert_code(5);
+    assert_eq!(state.lines("runs").last(), Some(&format!("retry {c2}")));
+    assert_eq!(state.lines("runs").len(), 3);
+    let status = state.status_json();
     assert_eq!(status["consecutive_failures"], 2, "{status:#}");
     assert_eq!(status["last_attempt"]["reason"], "retry", "{status:#}");
     assert_eq!(status["deployed"]["commit"], c1.as_str(), "{status:#}");
@@ -580,30 +398,34 @@ fn failing_entrypoint_keeps_previous_commit_and_backs_off() {
     // A newer commit, failing too, is tried at once by a plain pass and
     // starts its own failure count.
     let c3 = origin.commit(&[("run.sh", &recording_script(4))], "still broken");
-    let out = pass(&origin, &state, &[]);
-    out.expect_code(5);
-    assert_eq!(runs(&state).last(), Some(&format!("new {c3}")));
-    let status = status_json(&state);
+    let out = state.pass(&origin.url(), &[]);
+    out.assert_code(5);
+    assert_eq!(state.lines("runs").last(), Some(&format!("new {c3}")));
+    let status = state.status_json();
     assert_eq!(status["consecutive_failures"], 1, "{status:#}");
     assert_eq!(status["last_attempt"]["exit_code"], 4, "{status:#}");
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
 
     // A fixing commit is applied at once and clears the failures.
     let c4 = origin.commit(&[("run.sh", &recording_script(0))], "fixed");
-    let out = pass(&origin, &state, &[]);
-    out.expect_code(0);
-    assert_eq!(runs(&state).last(), Some(&format!("new {c4}")));
-    assert_eq!(current_of(&state).as_deref(), Some(c4.as_str()));
-    let status = status_json(&state);
+    let out = state.pass(&origin.url(), &[]);
+    out.assert_code(0);
+    assert_eq!(state.lines("runs").last(), Some(&format!("new {c4}")));
+    assert_eq!(state.current().as_deref(), Some(c4.as_str()));
+    let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], c4.as_str(), "{status:#}");
     assert_eq!(status["last_attempt"]["result"], "succeeded", "{status:#}");
     assert_eq!(status["consecutive_failures"], 0, "{status:#}");
     assert!(status["next_retry_at"].is_null(), "{status:#}");
 
     // And the next plain pass is up to date.
-    let before = runs(&state).len();
-    pass(&origin, &state, &[]).expect_code(0);
-    assert_eq!(runs(&state).len(), before, "nothing runs when up to date");
+    let before = state.lines("runs").len();
+    state.pass(&origin.url(), &[]).assert_code(0);
+    assert_eq!(
+        state.lines("runs").len(),
+        before,
+        "nothing runs when up to date"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -624,18 +446,21 @@ fn timeout_kills_the_whole_process_group() {
         )],
         "hangs",
     );
-    let (_tmp, state) = scratch();
-    let _reaper = Reaper(vec![state.join("main.pid"), state.join("bg.pid")]);
+    let state = StateDir::new();
+    let _reaper = Reaper(vec![
+        state.path().join("main.pid"),
+        state.path().join("bg.pid"),
+    ]);
 
-    let out = pass(&origin, &state, &["--timeout", "2s"]);
-    out.expect_code(5);
-    let status = status_json(&state);
+    let out = state.pass(&origin.url(), &["--timeout", "2s"]);
+    out.assert_code(5);
+    let status = state.status_json();
     assert_eq!(status["last_attempt"]["result"], "timed-out", "{status:#}");
     assert!(status["deployed"].is_null(), "{status:#}");
-    assert!(current_of(&state).is_none(), "nothing is deployed");
+    assert!(state.current().is_none(), "nothing is deployed");
 
-    let bg = wait_for_pid(&state.join("bg.pid"));
-    let main = wait_for_pid(&state.join("main.pid"));
+    let bg = wait_for_pid(&state.path().join("bg.pid"));
+    let main = wait_for_pid(&state.path().join("main.pid"));
     wait_pid_gone(main, "the timed-out entrypoint");
     wait_pid_gone(bg, "the entrypoint's background child");
 }
@@ -653,16 +478,16 @@ fn marker_script(marker: &Path) -> String {
 fn invalid_entrypoints_are_refused_and_nothing_runs() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (tmp, state) = scratch();
-    pass(&origin, &state, &[]).expect_code(0);
+    let state = StateDir::new();
+    state.pass(&origin.url(), &[]).assert_code(0);
 
-    let markers = tmp.path().join("markers");
+    let markers = state.dir().join("markers");
     fs::create_dir(&markers).unwrap();
     // Executable scripts outside the tree that must never run.
-    let outside = tmp.path().join("outside.sh");
+    let outside = state.dir().join("outside.sh");
     fs::write(&outside, marker_script(&markers.join("outside"))).unwrap();
     fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
-    let trap = state.join("trap.sh");
+    let trap = state.path().join("trap.sh");
     fs::write(&trap, marker_script(&markers.join("trap"))).unwrap();
     fs::set_permissions(&trap, fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -674,24 +499,19 @@ fn invalid_entrypoints_are_refused_and_nothing_runs() {
 
     let check = |origin: &Origin, entrypoint: &str, case: &str| {
         let head = origin.head();
-        let out = pass(origin, &state, &["--entrypoint", entrypoint]);
-        assert_eq!(
-            out.code,
-            Some(6),
-            "{case}: expected exit 6, got:\n{}",
-            out.describe()
-        );
+        let out = state.pass(&origin.url(), &["--entrypoint", entrypoint]);
+        assert_eq!(out.code, Some(6), "{case}: expected exit 6, got:\n{}", out);
         let ran: Vec<_> = fs::read_dir(&markers)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert!(ran.is_empty(), "{case}: something ran: {ran:?}");
         assert_eq!(
-            current_of(&state).as_deref(),
+            state.current().as_deref(),
             Some(c1.as_str()),
             "{case}: current must not change"
         );
-        let status = status_json(&state);
+        let status = state.status_json();
         assert_eq!(
             status["deployed"]["commit"],
             c1.as_str(),
@@ -709,7 +529,7 @@ fn invalid_entrypoints_are_refused_and_nothing_runs() {
         assert!(
             out.stderr.contains(entrypoint),
             "{case}: the message should name the entrypoint:\n{}",
-            out.describe()
+            out
         );
     };
 
@@ -732,17 +552,12 @@ fn invalid_entrypoints_are_refused_and_nothing_runs() {
     // not a failure of the commit, and nothing runs.
     origin.commit(&[("a.txt", "3\n")], "absolute /bin/true");
     for absolute in ["/bin/true", outside.to_str().unwrap()] {
-        let out = pass(&origin, &state, &["--entrypoint", absolute]);
-        assert_eq!(
-            out.code,
-            Some(2),
-            "absolute {absolute}:\n{}",
-            out.describe()
-        );
-        assert!(out.stderr.contains("absolute"), "{}", out.describe());
+        let out = state.pass(&origin.url(), &["--entrypoint", absolute]);
+        assert_eq!(out.code, Some(2), "absolute {absolute}:\n{out}");
+        assert!(out.stderr.contains("absolute"), "{out}");
         let ran: Vec<_> = fs::read_dir(&markers).unwrap().collect();
         assert!(ran.is_empty(), "absolute {absolute}: something ran");
-        assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+        assert_eq!(state.current().as_deref(), Some(c1.as_str()));
     }
 
     // Symlinks in the repository escaping the tree.
@@ -775,37 +590,37 @@ fn concurrent_pass_exits_zero_while_another_holds_the_lock() {
         )],
         "blocks until released",
     );
-    let (tmp, state) = scratch();
+    let state = StateDir::new();
 
     let mut first = Spawned::start(
-        pass_cmd(&origin.url(), &state, &[]),
-        tmp.path().join("first.stderr"),
+        &mut state.pass_cmd(&origin.url(), &[]),
+        &state.dir().join("first.stderr"),
     );
     wait_until("the first pass's entrypoint to start", || {
-        runs(&state).len() == 1
+        state.lines("runs").len() == 1
     });
 
-    let second = pass(&origin, &state, &[]);
-    second.expect_code(0);
+    let second = state.pass(&origin.url(), &[]);
+    second.assert_code(0);
     assert!(
         second
             .stderr
             .lines()
             .any(|l| l.contains("another") && l.contains("pass holds the lock")),
         "the second pass should say another pass holds the lock:\n{}",
-        second.describe()
+        second
     );
     assert_eq!(
-        runs(&state).len(),
+        state.lines("runs").len(),
         1,
         "the second pass must not run the entrypoint"
     );
 
-    fs::write(state.join("release"), "").unwrap();
-    let status = wait_child(&mut first.child, "the first pass");
-    assert_eq!(status.code(), Some(0), "first pass:\n{}", first.stderr());
-    assert_eq!(runs(&state), vec!["initial".to_owned()]);
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    fs::write(state.path().join("release"), "").unwrap();
+    let status = first.wait();
+    assert_eq!(status.code(), Some(0), "first pass:\n{}", first.log());
+    assert_eq!(state.lines("runs"), vec!["initial".to_owned()]);
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -830,23 +645,22 @@ fn sleepy_script(variant: &str) -> String {
 /// Starts a plain pass, waits until its entrypoint runs and is recorded as
 /// running in `state.json`, then SIGKILLs gitops-run. Returns the pids of the
 /// orphaned entrypoint and its background sleep.
-fn start_and_kill_pass(origin: &Origin, state: &Path, capture: PathBuf) -> (i32, i32) {
-    let _ = fs::remove_file(state.join("ep.pid"));
-    let _ = fs::remove_file(state.join("sleep.pid"));
-    let mut pass = Spawned::start(pass_cmd(&origin.url(), state, &[]), capture);
-    let ep = wait_for_pid(&state.join("ep.pid"));
-    let sleeper = wait_for_pid(&state.join("sleep.pid"));
+fn start_and_kill_pass(origin: &Origin, state: &StateDir, capture: &Path) -> (i32, i32) {
+    let _ = fs::remove_file(state.path().join("ep.pid"));
+    let _ = fs::remove_file(state.path().join("sleep.pid"));
+    let mut pass = Spawned::start(&mut state.pass_cmd(&origin.url(), &[]), capture);
+    let ep = wait_for_pid(&state.path().join("ep.pid"));
+    let sleeper = wait_for_pid(&state.path().join("sleep.pid"));
     wait_until("state.json to record the running attempt's pid", || {
         let attempt = state_file_attempt(state);
         attempt["result"] == "running" && attempt["pid"] == ep
     });
-    pass.child.kill().expect("SIGKILL gitops-run");
-    let status = pass.child.wait().expect("reap gitops-run");
+    let status = pass.kill();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),
         "gitops-run should have died of SIGKILL:\n{}",
-        pass.stderr()
+        pass.log()
     );
     // The entrypoint survives its pass: it is in its own process group.
     assert!(
@@ -867,49 +681,52 @@ fn start_and_kill_pass(origin: &Origin, state: &Path, capture: PathBuf) -> (i32,
 fn killed_pass_leaves_an_orphan_that_the_next_pass_stops() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (tmp, state) = scratch();
-    let _reaper = Reaper(vec![state.join("ep.pid"), state.join("sleep.pid")]);
-    pass(&origin, &state, &[]).expect_code(0);
+    let state = StateDir::new();
+    let _reaper = Reaper(vec![
+        state.path().join("ep.pid"),
+        state.path().join("sleep.pid"),
+    ]);
+    state.pass(&origin.url(), &[]).assert_code(0);
 
     // Scenario A: the next pass is `--once` and the script no longer sleeps.
     let c2 = origin.commit(&[("run.sh", &sleepy_script("a"))], "sleepy a");
-    let (ep, sleeper) = start_and_kill_pass(&origin, &state, tmp.path().join("a.stderr"));
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
-    state_file(&state);
+    let (ep, sleeper) = start_and_kill_pass(&origin, &state, &state.dir().join("a.stderr"));
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
+    state.state_json();
 
-    fs::write(state.join("no-sleep"), "").unwrap();
-    let out = pass(&origin, &state, &["--once"]);
-    out.expect_code(0);
+    fs::write(state.path().join("no-sleep"), "").unwrap();
+    let out = state.pass(&origin.url(), &["--once"]);
+    out.assert_code(0);
     wait_pid_gone(ep, "the orphaned entrypoint");
     wait_pid_gone(sleeper, "the orphaned entrypoint's child");
     assert!(
         out.stderr.contains(short(&c2)) && out.stderr.contains("interrupted"),
         "the pass should report the interrupted attempt of {}:\n{}",
         short(&c2),
-        out.describe()
+        out
     );
     assert_eq!(
-        runs(&state),
+        state.lines("runs"),
         vec!["new", "retry"],
         "the interrupted attempt counts as failed and is retried"
     );
-    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
-    let status = status_json(&state);
+    assert_eq!(state.current().as_deref(), Some(c2.as_str()));
+    let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], c2.as_str(), "{status:#}");
     assert_eq!(status["last_attempt"]["result"], "succeeded", "{status:#}");
     assert_eq!(status["consecutive_failures"], 0, "{status:#}");
-    state_file(&state);
+    state.state_json();
 
     // Scenario B: a plain pass after the kill records the attempt as
     // interrupted and waits for the backoff.
-    fs::remove_file(state.join("no-sleep")).unwrap();
+    fs::remove_file(state.path().join("no-sleep")).unwrap();
     let c3 = origin.commit(&[("run.sh", &sleepy_script("b"))], "sleepy b");
-    let (ep, sleeper) = start_and_kill_pass(&origin, &state, tmp.path().join("b.stderr"));
-    let out = pass(&origin, &state, &[]);
-    out.expect_code(5);
+    let (ep, sleeper) = start_and_kill_pass(&origin, &state, &state.dir().join("b.stderr"));
+    let out = state.pass(&origin.url(), &[]);
+    out.assert_code(5);
     wait_pid_gone(ep, "the second orphaned entrypoint");
     wait_pid_gone(sleeper, "the second orphaned entrypoint's child");
-    let status = status_json(&state);
+    let status = state.status_json();
     assert_eq!(status["last_attempt"]["commit"], c3.as_str(), "{status:#}");
     assert_eq!(
         status["last_attempt"]["result"], "interrupted",
@@ -917,26 +734,26 @@ fn killed_pass_leaves_an_orphan_that_the_next_pass_stops() {
     );
     assert_eq!(status["consecutive_failures"], 1, "{status:#}");
     assert_eq!(status["deployed"]["commit"], c2.as_str(), "{status:#}");
-    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    assert_eq!(state.current().as_deref(), Some(c2.as_str()));
     assert!(state_file_attempt(&state)["pid"].is_null());
 
     // Fixed by a new commit: deployed at once by a plain pass.
     let c4 = origin.commit(&[("run.sh", OK_SCRIPT)], "fixed");
-    pass(&origin, &state, &[]).expect_code(0);
-    assert_eq!(current_of(&state).as_deref(), Some(c4.as_str()));
-    let status = status_json(&state);
+    state.pass(&origin.url(), &[]).assert_code(0);
+    assert_eq!(state.current().as_deref(), Some(c4.as_str()));
+    let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], c4.as_str(), "{status:#}");
     assert_eq!(status["consecutive_failures"], 0, "{status:#}");
-    state_file(&state);
+    state.state_json();
 }
 
 #[test]
 fn sigkilled_entrypoint_is_a_failure_with_exit_code_137() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (tmp, state) = scratch();
-    let _reaper = Reaper(vec![state.join("ep.pid")]);
-    pass(&origin, &state, &[]).expect_code(0);
+    let state = StateDir::new();
+    let _reaper = Reaper(vec![state.path().join("ep.pid")]);
+    state.pass(&origin.url(), &[]).assert_code(0);
 
     let c2 = origin.commit(
         &[(
@@ -948,22 +765,22 @@ fn sigkilled_entrypoint_is_a_failure_with_exit_code_137() {
         "gets killed",
     );
     let mut running = Spawned::start(
-        pass_cmd(&origin.url(), &state, &[]),
-        tmp.path().join("pass.stderr"),
+        &mut state.pass_cmd(&origin.url(), &[]),
+        &state.dir().join("pass.stderr"),
     );
-    let ep = wait_for_pid(&state.join("ep.pid"));
+    let ep = wait_for_pid(&state.path().join("ep.pid"));
     kill(Pid::from_raw(ep), Signal::SIGKILL).expect("SIGKILL the entrypoint");
-    let status = wait_child(&mut running.child, "the pass");
-    assert_eq!(status.code(), Some(5), "pass:\n{}", running.stderr());
+    let status = running.wait();
+    assert_eq!(status.code(), Some(5), "pass:\n{}", running.log());
 
-    let doc = status_json(&state);
+    let doc = state.status_json();
     assert_eq!(doc["last_attempt"]["commit"], c2.as_str(), "{doc:#}");
     assert_eq!(doc["last_attempt"]["result"], "failed", "{doc:#}");
     assert_eq!(doc["last_attempt"]["exit_code"], 137, "{doc:#}");
     assert_eq!(doc["deployed"]["commit"], c1.as_str(), "{doc:#}");
     assert_eq!(doc["consecutive_failures"], 1, "{doc:#}");
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
-    state_file(&state);
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
+    state.state_json();
 }
 
 // ---------------------------------------------------------------------------
@@ -974,29 +791,29 @@ fn sigkilled_entrypoint_is_a_failure_with_exit_code_137() {
 fn temporary_leftovers_are_removed_by_the_next_pass() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (_tmp, state) = scratch();
-    fs::create_dir(&state).unwrap();
-    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
-    let tmp_tree = state.join("trees").join(".tmp-xyz");
+    let state = StateDir::new();
+    fs::create_dir(state.path()).unwrap();
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let tmp_tree = state.path().join("trees").join(".tmp-xyz");
     fs::create_dir_all(tmp_tree.join("sub")).unwrap();
     fs::write(tmp_tree.join("sub").join("file"), "half-made\n").unwrap();
-    let tmp_file = state.join(".tmp-abc");
+    let tmp_file = state.path().join(".tmp-abc");
     fs::write(&tmp_file, "half-written state\n").unwrap();
 
-    pass(&origin, &state, &[]).expect_code(0);
+    state.pass(&origin.url(), &[]).assert_code(0);
     assert!(!tmp_tree.exists(), "{} should be gone", tmp_tree.display());
     assert!(!tmp_file.exists(), "{} should be gone", tmp_file.display());
-    assert_eq!(current_of(&state).as_deref(), Some(c1.as_str()));
+    assert_eq!(state.current().as_deref(), Some(c1.as_str()));
 
     // Also after a deploy, on an up-to-date pass.
     fs::create_dir_all(tmp_tree.join("sub")).unwrap();
     fs::write(&tmp_file, "again\n").unwrap();
-    pass(&origin, &state, &[]).expect_code(0);
+    state.pass(&origin.url(), &[]).assert_code(0);
     assert!(!tmp_tree.exists(), "{} should be gone", tmp_tree.display());
     assert!(!tmp_file.exists(), "{} should be gone", tmp_file.display());
-    let leftovers: Vec<_> = fs::read_dir(&state)
+    let leftovers: Vec<_> = fs::read_dir(state.path())
         .unwrap()
-        .chain(fs::read_dir(state.join("trees")).unwrap())
+        .chain(fs::read_dir(state.path().join("trees")).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".tmp-"))
         .collect();
@@ -1010,22 +827,24 @@ fn temporary_leftovers_are_removed_by_the_next_pass() {
 #[test]
 fn keep_trees_limits_the_checked_out_trees() {
     let mut origin = Origin::new();
-    let (_tmp, state) = scratch();
+    let state = StateDir::new();
     let mut commits = Vec::new();
     for n in 1..=4 {
         commits.push(origin.commit(
             &[("run.sh", OK_SCRIPT), ("version", &format!("{n}\n"))],
             &format!("deploy {n}"),
         ));
-        pass(&origin, &state, &["--keep-trees", "2"]).expect_code(0);
+        state
+            .pass(&origin.url(), &["--keep-trees", "2"])
+            .assert_code(0);
     }
-    let mut trees: Vec<String> = fs::read_dir(state.join("trees"))
+    let mut trees: Vec<String> = fs::read_dir(state.path().join("trees"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     trees.sort();
     assert_eq!(trees.len(), 2, "trees: {trees:?}");
-    let current = current_of(&state).expect("current is set");
+    let current = state.current().expect("current is set");
     assert_eq!(current, commits[3]);
     assert!(
         trees.contains(&current),
@@ -1035,7 +854,7 @@ fn keep_trees_limits_the_checked_out_trees() {
         trees.contains(&commits[2]),
         "the previously deployed tree is the other one kept: {trees:?}"
     );
-    assert!(state.join("current").join("version").is_file());
+    assert!(state.path().join("current").join("version").is_file());
 }
 
 // ---------------------------------------------------------------------------
@@ -1047,49 +866,49 @@ fn usage_errors_exit_2_with_one_clear_line() {
     let mut origin = Origin::new();
     origin.commit(&[("run.sh", OK_SCRIPT)], "good");
     let url = origin.url();
-    let (tmp, state) = scratch();
+    let state = StateDir::new();
 
-    let out = run(&mut pass_cmd(&url, &state, &["--bogus-option"]));
+    let out = run(&mut state.pass_cmd(&url, &["--bogus-option"]));
     expect_clean_error(&out, 2, "--bogus-option");
 
-    let out = run(bin().arg("--state-dir").arg(&state));
+    let out = run(bin().arg("--state-dir").arg(state.path()));
     expect_clean_error(&out, 2, "repo");
 
-    let out = run(&mut pass_cmd("ftp://x/y", &state, &[]));
+    let out = run(&mut state.pass_cmd("ftp://x/y", &[]));
     expect_clean_error(&out, 2, "ftp");
 
-    let out = run(&mut pass_cmd(&url, &state, &["--timeout", "bogus"]));
+    let out = run(&mut state.pass_cmd(&url, &["--timeout", "bogus"]));
     expect_clean_error(&out, 2, "bogus");
 
-    let config = tmp.path().join("bad.conf");
+    let config = state.dir().join("bad.conf");
     fs::write(&config, format!("GITOPS_REPO={url}\nGITOPS_BRANHC=main\n")).unwrap();
     let out = run(bin()
         .arg("--config")
         .arg(&config)
         .arg("--state-dir")
-        .arg(&state));
+        .arg(state.path()));
     expect_clean_error(&out, 2, "GITOPS_BRANHC");
 
-    let missing = tmp.path().join("no-such.conf");
+    let missing = state.dir().join("no-such.conf");
     let out = run(bin()
         .arg("--config")
         .arg(&missing)
         .arg("--state-dir")
-        .arg(&state));
+        .arg(state.path()));
     expect_clean_error(&out, 2, "no-such.conf");
 
     // A directory cannot be read as a file, even by root.
-    let unreadable = tmp.path().join("conf-dir");
+    let unreadable = state.dir().join("conf-dir");
     fs::create_dir(&unreadable).unwrap();
     let out = run(bin()
         .arg("--config")
         .arg(&unreadable)
         .arg("--state-dir")
-        .arg(&state));
+        .arg(state.path()));
     expect_clean_error(&out, 2, "conf-dir");
 
     assert!(
-        !state.join("state.json").exists(),
+        !state.path().join("state.json").exists(),
         "usage errors must not record a pass"
     );
 }
@@ -1098,20 +917,20 @@ fn usage_errors_exit_2_with_one_clear_line() {
 fn corrupt_state_file_exits_7_and_is_left_untouched() {
     let mut origin = Origin::new();
     origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (_tmp, state) = scratch();
-    fs::create_dir(&state).unwrap();
-    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    let state = StateDir::new();
+    fs::create_dir(state.path()).unwrap();
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700)).unwrap();
     let bytes = b"{\"format\": 1, \"repo\": \"x\", trailing garbage\n\x00\xff".to_vec();
-    fs::write(state.join("state.json"), &bytes).unwrap();
+    fs::write(state.path().join("state.json"), &bytes).unwrap();
 
-    let out = pass(&origin, &state, &[]);
+    let out = state.pass(&origin.url(), &[]);
     expect_clean_error(&out, 7, "state");
     assert_eq!(
-        fs::read(state.join("state.json")).unwrap(),
+        fs::read(state.path().join("state.json")).unwrap(),
         bytes,
         "state.json must be left byte-for-byte unchanged"
     );
-    assert!(current_of(&state).is_none());
+    assert!(state.current().is_none());
 }
 
 /// Issue 10: a typo in the URL (or a moved Git server) used to lock the state
@@ -1121,63 +940,67 @@ fn corrupt_state_file_exits_7_and_is_left_untouched() {
 fn changing_the_repository_url_compares_histories_like_a_branch_change() {
     let mut first = Origin::new();
     let c1 = first.commit(&[("run.sh", OK_SCRIPT)], "first repo");
-    let (tmp, state) = scratch();
-    pass(&first, &state, &[]).expect_code(0);
+    let state = StateDir::new();
+    state.pass(&first.url(), &[]).assert_code(0);
 
     // The server moved: the same history at another URL, one commit ahead.
-    let moved = tmp.path().join("moved");
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q", "--bare"])
-        .arg(first.path())
-        .arg(&moved)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let moved_dir = tempfile::tempdir().unwrap();
+    let moved = moved_dir.path().join("moved.git");
+    crate::common::git(
+        first.path(),
+        &["clone", "-q", "--bare", ".", moved.to_str().unwrap()],
     );
-    let c2 = first.commit(&[("more", "1\n")], "pushed to the new server");
-    common::git(
+    let c2 = first.commit(
+        &[(
+            "more", "1
+",
+        )],
+        "pushed to the new server",
+    );
+    crate::common::git(
         first.path(),
         &["push", "-q", moved.to_str().unwrap(), "main"],
     );
-    let out = run(&mut pass_cmd(moved.to_str().unwrap(), &state, &[]));
-    out.expect_code(0);
-    assert!(
-        out.stderr.contains("repository changed from"),
-        "{}",
-        out.describe()
-    );
-    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
+    let out = state.pass(moved.to_str().unwrap(), &[]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("repository changed from"), "{out}");
+    assert_eq!(state.current().as_deref(), Some(c2.as_str()));
     assert_ne!(c1, c2);
 
     // A typo or another repository: unrelated history is refused like a rewrite,
     // nothing changes, and --allow-rewrite accepts it.
     let mut other = Origin::new();
-    let o1 = other.commit(&[("run.sh", OK_SCRIPT), ("other", "x\n")], "second repo");
-    let out = pass(&other, &state, &[]);
-    out.expect_code(4);
-    assert_eq!(current_of(&state).as_deref(), Some(c2.as_str()));
-    let status = status_json(&state);
+    let o1 = other.commit(
+        &[
+            ("run.sh", OK_SCRIPT),
+            (
+                "other", "x
+",
+            ),
+        ],
+        "second repo",
+    );
+    state.pass(&other.url(), &[]).assert_code(4);
+    assert_eq!(state.current().as_deref(), Some(c2.as_str()));
+    let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], c2.as_str());
-    pass(&other, &state, &["--allow-rewrite"]).expect_code(0);
-    assert_eq!(current_of(&state).as_deref(), Some(o1.as_str()));
+    state
+        .pass(&other.url(), &["--allow-rewrite"])
+        .assert_code(0);
+    assert_eq!(state.current().as_deref(), Some(o1.as_str()));
 }
 
 #[test]
 fn world_writable_state_dir_exits_7() {
     let mut origin = Origin::new();
     origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (_tmp, state) = scratch();
-    fs::create_dir(&state).unwrap();
-    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
-    let out = pass(&origin, &state, &[]);
+    let state = StateDir::new();
+    fs::create_dir(state.path()).unwrap();
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = state.pass(&origin.url(), &[]);
     expect_clean_error(&out, 7, "writable");
-    assert!(!state.join("state.json").exists());
-    assert!(current_of(&state).is_none());
+    assert!(!state.path().join("state.json").exists());
+    assert!(state.current().is_none());
 }
 
 #[test]
@@ -1188,14 +1011,14 @@ fn state_dir_owned_by_another_user_exits_7() {
     }
     let mut origin = Origin::new();
     origin.commit(&[("run.sh", OK_SCRIPT)], "good");
-    let (_tmp, state) = scratch();
-    fs::create_dir(&state).unwrap();
-    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown to 65534");
-    let out = pass(&origin, &state, &[]);
+    let state = StateDir::new();
+    fs::create_dir(state.path()).unwrap();
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(state.path(), Some(65534), Some(65534)).expect("chown to 65534");
+    let out = state.pass(&origin.url(), &[]);
     expect_clean_error(&out, 7, "owned by");
-    assert!(!state.join("state.json").exists());
-    assert!(current_of(&state).is_none());
+    assert!(!state.path().join("state.json").exists());
+    assert!(state.current().is_none());
 }
 
 // ---------------------------------------------------------------------------
@@ -1244,9 +1067,9 @@ fn entrypoint_precedence_is_flag_then_env_then_config_file() {
             cmd.args(["--entrypoint", "c.sh"]);
         }
         let out = run(&mut cmd);
-        assert_eq!(out.code, Some(0), "{case}:\n{}", out.describe());
+        assert_eq!(out.code, Some(0), "{case}:\n{}", out);
         let ran = fs::read_to_string(state.join("which"))
-            .unwrap_or_else(|err| panic!("{case}: no entrypoint ran ({err}):\n{}", out.describe()));
+            .unwrap_or_else(|err| panic!("{case}: no entrypoint ran ({err}):\n{}", out));
         assert_eq!(ran.trim(), expected, "{case}");
     }
 }
@@ -1259,37 +1082,33 @@ fn entrypoint_precedence_is_flag_then_env_then_config_file() {
 fn status_text_before_and_after_a_deploy() {
     let mut origin = Origin::new();
     let c1 = origin.commit(&[("run.sh", OK_SCRIPT)], "Deploy the frobnicator");
-    let (tmp, state) = scratch();
+    let state = StateDir::new();
 
     // A state directory that does not exist yet, and an empty one.
-    for dir in [state.clone(), tmp.path().to_path_buf()] {
+    for dir in [state.path().to_path_buf(), state.dir().to_path_buf()] {
         let out = run(bin().args(["status", "--state-dir"]).arg(&dir));
-        out.expect_code(0);
+        out.assert_code(0);
         assert!(
             out.stdout.contains("no pass has run"),
             "fresh state dir {}:\n{}",
             dir.display(),
-            out.describe()
+            out
         );
     }
 
-    pass(&origin, &state, &[]).expect_code(0);
-    let out = run(bin().args(["status", "--state-dir"]).arg(&state));
-    out.expect_code(0);
+    state.pass(&origin.url(), &[]).assert_code(0);
+    let out = run(bin().args(["status", "--state-dir"]).arg(state.path()));
+    out.assert_code(0);
     assert!(
         out.stdout
             .lines()
             .any(|l| l.contains(short(&c1)) && l.contains("Deploy the frobnicator")),
         "status should show the deployed commit and its subject:\n{}",
-        out.describe()
+        out
     );
-    assert!(
-        !out.stdout.contains("no pass has run"),
-        "{}",
-        out.describe()
-    );
+    assert!(!out.stdout.contains("no pass has run"), "{}", out);
 
-    let doc = status_json(&state);
+    let doc = state.status_json();
     assert_eq!(doc["schema"], 1, "{doc:#}");
     assert_eq!(doc["deployed"]["commit"], c1.as_str(), "{doc:#}");
     assert_eq!(

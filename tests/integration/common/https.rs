@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use super::git_env;
+use super::{free_port, git_env};
 
 /// What to tell whoever runs the tests when a daemon is missing.
 const INSTALL_HINT: &str = "run `apt-get install -y nginx-light fcgiwrap`";
@@ -210,11 +210,6 @@ impl HttpsGitServer {
     /// The port nginx listens on.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The address nginx listens on.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 }
 
@@ -619,12 +614,4 @@ fn wait_for_nginx(mut child: Child, port: u16, pid_file: &Path) -> Option<Child>
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
 }

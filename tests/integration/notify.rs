@@ -1,57 +1,33 @@
 //! Notifications end to end: the binary posts to a real HTTP receiver on 127.0.0.1.
 
-mod common;
-
-use common::{bin, Origin, Receiver, Recorded, Reply};
+use crate::common::{run, Host, Receiver, Recorded, Reply, Run};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
+use std::thread;
 use std::time::Duration;
 
 const TOKEN: &str = "T0kenInThePathMustNeverBePrinted";
 const OK: &str = "#!/bin/sh\necho deployed\n";
 const FAIL: &str = "#!/bin/sh\necho 'something broke'\nexit 1\n";
 
-struct Host {
-    origin: Origin,
-    dir: tempfile::TempDir,
+/// A host whose origin's first commit holds the entrypoint `run_sh`.
+fn host(run_sh: &str) -> Host {
+    let mut host = Host::new();
+    host.origin.commit(&[("run.sh", run_sh)], "first");
+    host
 }
 
-impl Host {
-    fn new(run_sh: &str) -> Host {
-        let mut origin = Origin::new();
-        origin.commit(&[("run.sh", run_sh)], "first");
-        Host {
-            origin,
-            dir: tempfile::tempdir().unwrap(),
-        }
+/// One pass of `h` notifying `rx`, with a 2 s webhook timeout unless
+/// `extra` sets one.
+fn pass(h: &Host, rx: &Receiver, extra: &[&str]) -> Run {
+    let url = rx.url(&format!("/api/webhooks/42/{TOKEN}"));
+    let mut cmd = h.pass_cmd(&["--webhook-url", &url]);
+    if !extra.contains(&"--webhook-timeout") {
+        cmd.args(["--webhook-timeout", "2s"]);
     }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn pass(&self, rx: &Receiver, extra: &[&str]) -> Output {
-        let url = rx.url(&format!("/api/webhooks/42/{TOKEN}"));
-        bin()
-            .args(["--repo", &self.origin.url(), "--state-dir"])
-            .arg(self.state())
-            .args(["--webhook-url", &url])
-            .args(if extra.contains(&"--webhook-timeout") {
-                &[][..]
-            } else {
-                &["--webhook-timeout", "2s"][..]
-            })
-            .args(extra)
-            .output()
-            .unwrap()
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    run(cmd.args(extra))
 }
 
 fn payload(r: &Recorded) -> Value {
@@ -74,10 +50,10 @@ const WAIT: Duration = Duration::from_secs(5);
 fn discord_message_is_multipart_with_payload_and_log_within_limits() {
     // 100 KB of output with @everyone in it.
     let noisy = "#!/bin/sh\necho '@everyone look at this'\ni=0\nwhile [ $i -lt 2000 ]; do echo \"line $i: $(printf '%040d' $i)\"; i=$((i+1)); done\necho 'the very last line'\nexit 1\n";
-    let h = Host::new(noisy);
+    let h = host(noisy);
     let rx = Receiver::start(vec![]);
-    let out = h.pass(&rx, &[]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let out = pass(&h, &rx, &[]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
 
     let reqs = rx.wait_for(1, WAIT);
     assert_eq!(reqs.len(), 1);
@@ -116,12 +92,12 @@ fn discord_message_is_multipart_with_payload_and_log_within_limits() {
 
 #[test]
 fn rate_limit_is_honoured_then_delivered() {
-    let h = Host::new(OK);
+    let h = host(OK);
     let rx = Receiver::start(vec![Reply::RateLimited {
         retry_after_secs: 0.5,
     }]);
-    let out = h.pass(&rx, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pass(&h, &rx, &[]);
+    assert!(out.success(), "{}", out.stderr);
     let reqs = rx.wait_for(2, WAIT);
     assert_eq!(reqs.len(), 2, "retried once after the 429");
     let waited = reqs[1].received_at - reqs[0].received_at;
@@ -134,52 +110,61 @@ fn rate_limit_is_honoured_then_delivered() {
 
 #[test]
 fn server_errors_are_retried_a_bounded_number_of_times() {
-    let h = Host::new(OK);
-    let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(503)]);
-    assert!(h.pass(&rx, &[]).status.success());
-    assert_eq!(
-        rx.wait_for(3, WAIT).len(),
-        3,
-        "delivered on the third attempt"
-    );
+    // Two independent hosts; each spends seconds in the retry delays, so
+    // they run side by side.
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let h = host(OK);
+            let rx = Receiver::start(vec![Reply::Status(500), Reply::Status(503)]);
+            assert!(pass(&h, &rx, &[]).success());
+            assert_eq!(
+                rx.wait_for(3, WAIT).len(),
+                3,
+                "delivered on the third attempt"
+            );
+        });
 
-    let mut h = Host::new(OK);
-    let rx = Receiver::start(vec![Reply::Status(500); 10]);
-    assert!(h.pass(&rx, &[]).status.success());
-    h.origin.commit(&[("more.txt", "x")], "second");
-    let out = h.pass(&rx, &[]);
-    assert!(
-        out.status.success(),
-        "a dead webhook never fails the pass: {}",
-        stderr(&out)
-    );
-    assert_eq!(
-        rx.requests().len(),
-        6,
-        "3 attempts per message, then give up"
-    );
-    let err = stderr(&out);
-    assert!(err.contains("notification to http://127.0.0.1:"), "{err}");
-    assert!(
-        !err.contains(TOKEN),
-        "the token in the URL is never printed: {err}"
-    );
+        let mut h = host(OK);
+        let rx = Receiver::start(vec![Reply::Status(500); 10]);
+        assert!(pass(&h, &rx, &[]).success());
+        h.origin.commit(&[("more.txt", "x")], "second");
+        let out = pass(&h, &rx, &[]);
+        assert!(
+            out.success(),
+            "a dead webhook never fails the pass: {}",
+            out.stderr
+        );
+        assert_eq!(
+            rx.requests().len(),
+            6,
+            "3 attempts per message, then give up"
+        );
+        let err = &out.stderr;
+        assert!(err.contains("notification to http://127.0.0.1:"), "{err}");
+        assert!(
+            !err.contains(TOKEN),
+            "the token in the URL is never printed: {err}"
+        );
+    });
 }
 
 #[test]
 fn a_receiver_that_never_answers_does_not_hold_the_pass() {
-    let h = Host::new(OK);
+    let h = host(OK);
     let rx = Receiver::start(vec![Reply::Hang, Reply::Hang, Reply::Hang]);
-    let out = h.pass(&rx, &["--webhook-timeout", "1s"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pass(&h, &rx, &["--webhook-timeout", "1s"]);
+    assert!(out.success(), "{}", out.stderr);
     assert_eq!(rx.requests().len(), 3);
-    assert!(stderr(&out).contains("giving up"), "{}", stderr(&out));
-    assert!(h.state().join("current").exists(), "the deployment stands");
+    assert!(out.stderr.contains("giving up"), "{}", out.stderr);
+    assert!(
+        h.state.path().join("current").exists(),
+        "the deployment stands"
+    );
 }
 
 #[test]
 fn failures_are_sent_once_reminded_then_recovered_and_no_ops_are_silent() {
-    let mut h = Host::new(FAIL);
+    let mut h = host(FAIL);
     let rx = Receiver::start(vec![]);
     let events = |rx: &Receiver| -> Vec<String> {
         rx.requests()
@@ -191,17 +176,15 @@ fn failures_are_sent_once_reminded_then_recovered_and_no_ops_are_silent() {
             .collect()
     };
 
-    assert_eq!(h.pass(&rx, &[]).status.code(), Some(5));
+    assert_eq!(pass(&h, &rx, &[]).code, Some(5));
     assert_eq!(events(&rx), ["failed"]);
     // Waiting for the backoff, and a retry that fails the same way: not repeated.
-    assert_eq!(h.pass(&rx, &[]).status.code(), Some(5));
-    assert_eq!(h.pass(&rx, &["--once"]).status.code(), Some(5));
+    assert_eq!(pass(&h, &rx, &[]).code, Some(5));
+    assert_eq!(pass(&h, &rx, &["--once"]).code, Some(5));
     assert_eq!(events(&rx), ["failed"]);
     // Once the reminder interval has passed, the same failure is reported again.
     assert_eq!(
-        h.pass(&rx, &["--once", "--webhook-reminder", "0s"])
-            .status
-            .code(),
+        pass(&h, &rx, &["--once", "--webhook-reminder", "0s"]).code,
         Some(5)
     );
     assert_eq!(events(&rx), ["failed", "failed"]);
@@ -215,36 +198,37 @@ fn failures_are_sent_once_reminded_then_recovered_and_no_ops_are_silent() {
     );
     // A fix: recovery.
     h.origin.commit(&[("run.sh", OK)], "fix");
-    assert!(h.pass(&rx, &[]).status.success());
+    assert!(pass(&h, &rx, &[]).success());
     assert_eq!(events(&rx), ["failed", "failed", "recovered"]);
     // Nothing to do: nothing sent.
-    assert!(h.pass(&rx, &[]).status.success());
-    assert!(h.pass(&rx, &[]).status.success());
+    assert!(pass(&h, &rx, &[]).success());
+    assert!(pass(&h, &rx, &[]).success());
     assert_eq!(rx.requests().len(), 3);
 }
 
 #[test]
 fn a_newer_failing_commit_is_a_new_failure_and_is_sent() {
-    let mut h = Host::new(FAIL);
+    let mut h = host(FAIL);
     let rx = Receiver::start(vec![]);
-    assert_eq!(h.pass(&rx, &[]).status.code(), Some(5));
+    assert_eq!(pass(&h, &rx, &[]).code, Some(5));
     h.origin
         .commit(&[("run.sh", "#!/bin/sh\nexit 2\n")], "still broken");
-    assert_eq!(h.pass(&rx, &[]).status.code(), Some(5));
+    assert_eq!(pass(&h, &rx, &[]).code, Some(5));
     assert_eq!(rx.requests().len(), 2);
 }
 
 #[test]
 fn signature_header_is_hmac_sha256_of_the_body() {
-    let h = Host::new(OK);
-    let secret_file = h.dir.path().join("secret");
+    let h = host(OK);
+    let secret_file = h.state.dir().join("secret");
     std::fs::write(&secret_file, "sh4red-s3cret\n").unwrap();
     let rx = Receiver::start(vec![]);
-    let out = h.pass(
+    let out = pass(
+        &h,
         &rx,
         &["--webhook-secret-file", secret_file.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.success(), "{}", out.stderr);
     let r = &rx.wait_for(1, WAIT)[0];
     let mut mac = Hmac::<Sha256>::new_from_slice(b"sh4red-s3cret").unwrap();
     mac.update(&r.body);
@@ -260,9 +244,9 @@ fn signature_header_is_hmac_sha256_of_the_body() {
     );
 
     // Without a secret there is no signature.
-    let h2 = Host::new(OK);
+    let h2 = host(OK);
     let rx2 = Receiver::start(vec![]);
-    assert!(h2.pass(&rx2, &[]).status.success());
+    assert!(pass(&h2, &rx2, &[]).success());
     assert_eq!(
         rx2.wait_for(1, WAIT)[0].header("x-gitops-run-signature-256"),
         None
@@ -271,12 +255,9 @@ fn signature_header_is_hmac_sha256_of_the_body() {
 
 #[test]
 fn slack_and_json_formats() {
-    let h = Host::new(FAIL);
+    let h = host(FAIL);
     let rx = Receiver::start(vec![]);
-    assert_eq!(
-        h.pass(&rx, &["--webhook-format", "slack"]).status.code(),
-        Some(5)
-    );
+    assert_eq!(pass(&h, &rx, &["--webhook-format", "slack"]).code, Some(5));
     let r = &rx.wait_for(1, WAIT)[0];
     assert_eq!(r.header("content-type"), Some("application/json"));
     let text = r.json()["text"].as_str().unwrap().to_string();
@@ -285,14 +266,14 @@ fn slack_and_json_formats() {
         "{text}"
     );
 
-    let mut h = Host::new(OK);
+    let mut h = host(OK);
     let first = h.origin.head();
     let quiet = Receiver::start(vec![]);
-    assert!(h.pass(&quiet, &[]).status.success());
+    assert!(pass(&h, &quiet, &[]).success());
     h.origin.commit(&[("a.txt", "a")], "second commit");
     h.origin.commit(&[("b.txt", "b")], "third commit");
     let rx = Receiver::start(vec![]);
-    assert!(h.pass(&rx, &["--webhook-format", "json"]).status.success());
+    assert!(pass(&h, &rx, &["--webhook-format", "json"]).success());
     let v = rx.wait_for(1, WAIT)[0].json();
     assert_eq!(v["schema"], 1);
     assert_eq!(v["event"], "applied");
@@ -330,41 +311,30 @@ fn slack_and_json_formats() {
 
 #[test]
 fn url_comes_from_a_file_or_a_systemd_credential() {
-    let h = Host::new(OK);
+    let h = host(OK);
     let rx = Receiver::start(vec![]);
-    let url_file = h.dir.path().join("url");
+    let url_file = h.state.dir().join("url");
     std::fs::write(
         &url_file,
         format!("{}\n", rx.url(&format!("/hook/{TOKEN}"))),
     )
     .unwrap();
-    let run = |args: &[&str], creds: Option<&Path>| {
-        let mut cmd = bin();
-        cmd.args(["--repo", &h.origin.url(), "--state-dir"])
-            .arg(h.state())
-            .args(args);
+    let pass_with = |args: &[&str], creds: Option<&Path>| {
+        let mut cmd = h.pass_cmd(args);
         if let Some(c) = creds {
             cmd.env("CREDENTIALS_DIRECTORY", c);
         }
-        cmd.output().unwrap()
+        run(&mut cmd)
     };
-    assert!(
-        run(&["--webhook-url-file", url_file.to_str().unwrap()], None)
-            .status
-            .success()
-    );
+    pass_with(&["--webhook-url-file", url_file.to_str().unwrap()], None).assert_code(0);
     assert_eq!(rx.wait_for(1, WAIT).len(), 1);
 
-    let mut h2 = Host::new(OK);
+    let mut h2 = host(OK);
     h2.origin.commit(&[], "empty");
-    let creds = h.dir.path().join("creds");
+    let creds = h.state.dir().join("creds");
     std::fs::create_dir(&creds).unwrap();
     std::fs::write(creds.join("webhook-url"), rx.url("/from-credential")).unwrap();
-    let mut cmd = bin();
-    cmd.args(["--repo", &h2.origin.url(), "--state-dir"])
-        .arg(h2.dir.path().join("s"))
-        .env("CREDENTIALS_DIRECTORY", &creds);
-    assert!(cmd.output().unwrap().status.success());
+    run(h2.pass_cmd(&[]).env("CREDENTIALS_DIRECTORY", &creds)).assert_code(0);
     let reqs = rx.wait_for(2, WAIT);
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].path, "/from-credential");
@@ -372,35 +342,30 @@ fn url_comes_from_a_file_or_a_systemd_credential() {
 
 #[test]
 fn unreadable_url_file_warns_and_the_pass_still_succeeds() {
-    let h = Host::new(OK);
-    let out = bin()
-        .args(["--repo", &h.origin.url(), "--state-dir"])
-        .arg(h.state())
-        .args(["--webhook-url-file", "/nonexistent/webhook-url"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let h = host(OK);
+    let out = h.pass(&["--webhook-url-file", "/nonexistent/webhook-url"]);
+    assert!(out.success(), "{}", out.stderr);
     assert!(
-        stderr(&out).contains("notifications are off"),
+        out.stderr.contains("notifications are off"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
 #[test]
 fn refusal_and_reboot_events_are_sent() {
-    let mut h = Host::new(OK);
+    let mut h = host(OK);
     let rx = Receiver::start(vec![]);
-    assert!(h.pass(&rx, &[]).status.success());
+    assert!(pass(&h, &rx, &[]).success());
     h.origin.amend("rewritten");
-    assert_eq!(h.pass(&rx, &[]).status.code(), Some(4));
+    assert_eq!(pass(&h, &rx, &[]).code, Some(4));
     let later = (chrono::Utc::now() + chrono::Duration::hours(3))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     // Undo the rewrite by deploying it, then schedule a reboot.
-    assert!(h.pass(&rx, &["--allow-rewrite"]).status.success());
+    assert!(pass(&h, &rx, &["--allow-rewrite"]).success());
     h.origin.commit(&[("reboot-at", &later)], "reboot later");
-    assert!(h.pass(&rx, &[]).status.success());
+    assert!(pass(&h, &rx, &[]).success());
     let events: Vec<String> = rx
         .requests()
         .iter()

@@ -1,13 +1,13 @@
 //! Shared integration-test harness for `gitops-run`.
 //!
-//! Every `tests/*.rs` binary includes this module with `mod common;`, so not
-//! every helper is used by every binary; hence the crate-wide `dead_code`
-//! allowance below.
-//!
-//! The harness provides:
-//!
 //! * [`git_env`], [`git`] and [`git_command`]: run the git CLI isolated from
 //!   the user's and the system's configuration, with a fixed identity.
+//! * [`bin`]: the `gitops-run` binary under test, with a clean environment;
+//!   [`run`] runs it (or anything else) under a watchdog, and [`Spawned`]
+//!   starts it in the background with a deadline on every wait.
+//! * [`StateDir`] and [`Host`]: a state directory that does not exist yet,
+//!   in a temporary directory, with passes, `status` and the `current` link
+//!   at hand; a host adds the [`Origin`] it deploys from.
 //! * [`Origin`]: an upstream repository with deterministic commits.
 //! * [`HttpGitServer`]: `git http-backend` served over HTTP on 127.0.0.1.
 //! * [`HttpsGitServer`]: nginx terminating TLS in front of fcgiwrap and
@@ -16,16 +16,16 @@
 //!   lets a generated deploy key run `git-shell`.
 //! * [`Receiver`]: a scripted HTTP/1.1 webhook receiver on 127.0.0.1 that
 //!   records requests and checks `multipart/form-data` strictly.
-//! * [`bin`]: the `gitops-run` binary under test, with a clean environment.
+//! * [`ClosedPort`]: a port on 127.0.0.1 that refuses connections.
 
-#![allow(dead_code)]
-
-pub(crate) mod http;
-pub mod https;
+pub mod http;
+mod https;
+mod net;
 mod origin;
-pub mod receiver;
+mod receiver;
 pub mod run;
 mod ssh;
+mod state;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -35,12 +35,11 @@ use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
-// Like `dead_code` above: a test binary may use none of these.
-#[allow(unused_imports)]
 pub use self::https::HttpsGitServer;
-#[allow(unused_imports)]
+pub use self::net::{free_port, ClosedPort};
 pub use self::receiver::{Part, Receiver, Recorded, Reply};
-#[allow(unused_imports)]
+pub use self::run::{run, wait_until, Run, Spawned};
+pub use self::state::{current_in, Host, StateDir};
 pub use self::{http::HttpGitServer, origin::Origin, ssh::SshGitServer};
 
 /// Author and committer name used for every commit made by the harness.
@@ -133,8 +132,8 @@ pub fn git_env(cmd: &mut Command) {
 }
 
 /// Returns a `git` command with `args`, running in `dir`, with [`git_env`]
-/// applied. Use it when a test needs the exit status or stderr, for example
-/// to check that an operation fails.
+/// applied. Use it with [`run`] when a test needs the exit status or stderr,
+/// for example to check that an operation fails.
 pub fn git_command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir).args(args);
@@ -142,13 +141,13 @@ pub fn git_command(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `git args...` in `dir` with [`git_env`] applied and returns its
-/// stdout, trimmed.
+/// Runs `git args...` in `dir` with [`git_env`] applied, under the watchdog
+/// of [`run`], and returns its stdout, trimmed.
 ///
 /// # Panics
 ///
-/// Panics, showing git's stderr, if git cannot be started or exits with a
-/// non-zero status.
+/// Panics, showing git's stderr, if git cannot be started, exits with a
+/// non-zero status or hangs.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     git_with_env(dir, args, &[])
 }
@@ -157,17 +156,15 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 pub(crate) fn git_with_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
     let mut cmd = git_command(dir, args);
     cmd.envs(envs.iter().copied());
-    let output = cmd
-        .output()
-        .unwrap_or_else(|err| panic!("failed to start git {args:?}: {err}"));
+    let output = run(&mut cmd);
     assert!(
-        output.status.success(),
-        "git {args:?} in {} failed ({}):\n{}",
+        output.success(),
+        "git {args:?} in {} failed (exit code {:?}):\n{}",
         dir.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        output.code,
+        output.stderr
     );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    output.stdout.trim().to_owned()
 }
 
 /// Returns a command for the `gitops-run` binary under test, with

@@ -1,14 +1,12 @@
-mod common;
-
-// Self-tests for the webhook `Receiver` in `tests/common/receiver.rs`,
-// talking to it over real TCP with a tiny hand-written HTTP client.
+//! Self-tests for the webhook `Receiver` in `common/receiver.rs`,
+//! talking to it over real TCP with a tiny hand-written HTTP client.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use common::{Part, Receiver, Recorded, Reply};
+use crate::common::{Part, Receiver, Recorded, Reply};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -3,23 +3,15 @@
 //! shallow first fetch, refusals of rewritten history, and fetch failures.
 //!
 //! Every test runs the real `gitops-run` binary against real git servers from
-//! `tests/common` and looks at the state directory, the exit code, stderr and
+//! [`crate::common`] and looks at the state directory, the exit code, stderr and
 //! `status --json`.
 
-mod common;
+use std::fs;
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use common::run::{run_watched, Run};
-use common::{bin, git, git_command, HttpGitServer, Origin, SshGitServer};
+use crate::common::{
+    git, git_command, run, ClosedPort, HttpGitServer, Origin, SshGitServer, StateDir,
+};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// Upper bound for one `gitops-run` invocation. Only a safety net against a
-/// hang (a password prompt, a stuck connection); never an assertion of speed.
-const SAFETY_NET: Duration = Duration::from_secs(180);
 
 /// The entrypoint every test commits: appends one `|`-separated record per
 /// run to `$GITOPS_STATE_DIR/ran`.
@@ -27,150 +19,83 @@ const ENTRYPOINT: &str = "#!/bin/sh\n\
 printf '%s|%s|%s|%s|%s\\n' \"$GITOPS_REASON\" \"$GITOPS_COMMIT\" \
 \"$GITOPS_PREVIOUS_COMMIT\" \"$GITOPS_BRANCH\" \"$GITOPS_REPO\" >> \"$GITOPS_STATE_DIR/ran\"\n";
 
-/// Runs `gitops-run ARGS`.
-fn gitops(args: &[&str]) -> Run {
-    let mut cmd = bin();
-    cmd.args(args);
-    run_watched(cmd, SAFETY_NET)
+/// The file [`ENTRYPOINT`] appends its records to.
+const RECORDS: &str = "ran";
+
+/// Asserts that `current` is the relative link `trees/<commit>` and that
+/// the tree behind it holds the entrypoint and `app.conf` with `app_conf`.
+#[track_caller]
+fn assert_deployed(state: &StateDir, commit: &str, app_conf: &str) {
+    state.assert_deployed(commit);
+    let content = fs::read_to_string(state.path().join("current").join("app.conf"))
+        .expect("read current/app.conf");
+    assert_eq!(content, app_conf);
 }
 
-/// A state directory inside a temporary directory (the state directory
-/// itself does not exist yet, so the binary creates it with its own mode).
-struct StateDir {
-    _tmp: TempDir,
-    path: PathBuf,
+/// Asserts that nothing was deployed and the entrypoint never ran.
+#[track_caller]
+fn assert_nothing_deployed(state: &StateDir) {
+    state.assert_nothing_deployed(&[RECORDS]);
 }
 
-impl StateDir {
-    fn new() -> StateDir {
-        let tmp = tempfile::Builder::new()
-            .prefix("gitops-run-state-")
-            .tempdir()
-            .expect("create temporary directory");
-        let path = tmp.path().join("state");
-        StateDir { _tmp: tmp, path }
-    }
+/// The entrypoint's records, oldest first.
+fn records(state: &StateDir) -> Vec<Record> {
+    state
+        .lines(RECORDS)
+        .iter()
+        .map(|line| Record::parse(line))
+        .collect()
+}
 
-    fn arg(&self) -> &str {
-        self.path.to_str().expect("UTF-8 state dir")
-    }
+/// `--git-dir` of the cache repository in `state`.
+fn cache_git_dir(state: &StateDir) -> String {
+    let cache = state.path().join("cache.git");
+    cache.to_str().expect("UTF-8").to_owned()
+}
 
-    /// One pass: `gitops-run --repo REPO --state-dir DIR EXTRA...`.
-    fn pass(&self, repo: &str, extra: &[&str]) -> Run {
-        let mut args = vec!["--repo", repo, "--state-dir", self.arg()];
-        args.extend_from_slice(extra);
-        gitops(&args)
-    }
+/// `for-each-ref` of the cache repository, one ref name per line.
+fn cache_refs(state: &StateDir) -> Vec<String> {
+    let out = git(
+        state.path(),
+        &[
+            "--git-dir",
+            &cache_git_dir(state),
+            "for-each-ref",
+            "--format=%(refname)",
+        ],
+    );
+    out.lines().map(str::to_owned).collect()
+}
 
-    /// `gitops-run status --json`, parsed.
-    fn status_json(&self) -> Value {
-        let run = gitops(&["status", "--json", "--state-dir", self.arg()]);
-        run.assert_code(0);
-        serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|err| panic!("status --json is not JSON ({err}):\n{run}"))
-    }
+/// Whether the cache repository holds `commit`.
+fn cache_has(state: &StateDir, commit: &str) -> bool {
+    run(&mut git_command(
+        state.path(),
+        &[
+            "--git-dir",
+            &cache_git_dir(state),
+            "cat-file",
+            "-e",
+            &format!("{commit}^{{commit}}"),
+        ],
+    ))
+    .success()
+}
 
-    /// `gitops-run status` (text) and `status --json`, stdout and stderr.
-    fn all_status_output(&self) -> String {
-        let text = gitops(&["status", "--state-dir", self.arg()]);
-        text.assert_code(0);
-        let json = gitops(&["status", "--json", "--state-dir", self.arg()]);
-        json.assert_code(0);
-        format!(
-            "{}{}{}{}",
-            text.stdout, text.stderr, json.stdout, json.stderr
-        )
-    }
-
-    /// The target of the `current` symlink, if there is one.
-    fn current(&self) -> Option<PathBuf> {
-        std::fs::read_link(self.path.join("current")).ok()
-    }
-
-    /// Asserts that `current` is the relative link `trees/<commit>` and that
-    /// the tree behind it holds `app.conf` with `app_conf`.
-    fn assert_deployed(&self, commit: &str, app_conf: &str) {
-        assert_eq!(
-            self.current(),
-            Some(Path::new("trees").join(commit)),
-            "current should point at trees/{commit}"
-        );
-        let content = std::fs::read_to_string(self.path.join("current").join("app.conf"))
-            .expect("read current/app.conf");
-        assert_eq!(content, app_conf);
-        assert!(self.path.join("current").join("run.sh").is_file());
-    }
-
-    /// Asserts that nothing was deployed and the entrypoint never ran.
-    fn assert_nothing_deployed(&self) {
-        assert_eq!(self.current(), None, "current must not exist");
-        assert!(self.runs().is_empty(), "entrypoint ran: {:?}", self.runs());
-        let trees: Vec<_> = std::fs::read_dir(self.path.join("trees"))
-            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(trees.is_empty(), "trees were checked out: {trees:?}");
-    }
-
-    /// The entrypoint's records, oldest first.
-    fn runs(&self) -> Vec<Record> {
-        let text = std::fs::read_to_string(self.path.join("ran")).unwrap_or_default();
-        text.lines().map(Record::parse).collect()
-    }
-
-    fn state_json_text(&self) -> String {
-        std::fs::read_to_string(self.path.join("state.json")).expect("read state.json")
-    }
-
-    /// `for-each-ref` of the cache repository, one ref name per line.
-    fn cache_refs(&self) -> Vec<String> {
-        let cache = self.path.join("cache.git");
-        let out = git(
-            &self.path,
-            &[
-                "--git-dir",
-                cache.to_str().expect("UTF-8"),
-                "for-each-ref",
-                "--format=%(refname)",
-            ],
-        );
-        out.lines().map(str::to_owned).collect()
-    }
-
-    /// Whether the cache repository holds `commit`.
-    fn cache_has(&self, commit: &str) -> bool {
-        let cache = self.path.join("cache.git");
-        git_command(
-            &self.path,
-            &[
-                "--git-dir",
-                cache.to_str().expect("UTF-8"),
-                "cat-file",
-                "-e",
-                &format!("{commit}^{{commit}}"),
-            ],
-        )
-        .output()
-        .expect("run git cat-file")
-        .status
-        .success()
-    }
-
-    /// Number of commits reachable from the cache's tracking ref.
-    fn cache_commit_count(&self) -> usize {
-        let cache = self.path.join("cache.git");
-        git(
-            &self.path,
-            &[
-                "--git-dir",
-                cache.to_str().expect("UTF-8"),
-                "rev-list",
-                "--count",
-                "refs/remotes/origin/main",
-            ],
-        )
-        .parse()
-        .expect("a count")
-    }
+/// Number of commits reachable from the cache's tracking ref.
+fn cache_commit_count(state: &StateDir) -> usize {
+    git(
+        state.path(),
+        &[
+            "--git-dir",
+            &cache_git_dir(state),
+            "rev-list",
+            "--count",
+            "refs/remotes/origin/main",
+        ],
+    )
+    .parse()
+    .expect("a count")
 }
 
 /// One run of [`ENTRYPOINT`].
@@ -223,14 +148,6 @@ fn origin_with_history(count: usize) -> (Origin, Vec<String>) {
     (origin, ids)
 }
 
-/// A `http://127.0.0.1:PORT/...` URL on which nothing listens.
-fn closed_port_url() -> String {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    let port = listener.local_addr().expect("local address").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/origin/.git")
-}
-
 // 1. HTTP (real git http-backend)
 
 #[test]
@@ -242,8 +159,8 @@ fn http_first_pass_deploys_head_second_is_noop_then_new_commit_applies() {
 
     let run = state.pass(&url, &[]);
     run.assert_code(0);
-    state.assert_deployed(&first, "version 1\n");
-    let runs = state.runs();
+    assert_deployed(&state, &first, "version 1\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 1, "{run}");
     assert_eq!(runs[0].reason, "initial");
     assert_eq!(runs[0].commit, first);
@@ -254,14 +171,14 @@ fn http_first_pass_deploys_head_second_is_noop_then_new_commit_applies() {
     let run = state.pass(&url, &[]);
     run.assert_code(0);
     assert!(run.stderr.contains("up to date"), "{run}");
-    assert_eq!(state.runs().len(), 1, "entrypoint ran again:\n{run}");
-    state.assert_deployed(&first, "version 1\n");
+    assert_eq!(records(&state).len(), 1, "entrypoint ran again:\n{run}");
+    assert_deployed(&state, &first, "version 1\n");
 
     let second = origin.commit(&[("app.conf", "version 2\n")], "second");
     let run = state.pass(&url, &[]);
     run.assert_code(0);
-    state.assert_deployed(&second, "version 2\n");
-    let runs = state.runs();
+    assert_deployed(&state, &second, "version 2\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 2, "{run}");
     assert_eq!(runs[1].reason, "new");
     assert_eq!(runs[1].commit, second);
@@ -287,8 +204,8 @@ fn ssh_with_deploy_key_and_known_hosts_deploys_head() {
 
     let run = state.pass(&url, &ssh_args);
     assert_eq!(run.code, Some(0), "{run}\nsshd log:\n{}", server.log());
-    state.assert_deployed(&first, "version 1\n");
-    let runs = state.runs();
+    assert_deployed(&state, &first, "version 1\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].reason, "initial");
     assert_eq!(runs[0].repo, url);
@@ -296,8 +213,8 @@ fn ssh_with_deploy_key_and_known_hosts_deploys_head() {
     let second = origin.commit(&[("app.conf", "version 2\n")], "second");
     let run = state.pass(&url, &ssh_args);
     assert_eq!(run.code, Some(0), "{run}\nsshd log:\n{}", server.log());
-    state.assert_deployed(&second, "version 2\n");
-    assert_eq!(state.runs().len(), 2);
+    assert_deployed(&state, &second, "version 2\n");
+    assert_eq!(records(&state).len(), 2);
 }
 
 #[test]
@@ -325,7 +242,7 @@ fn ssh_with_wrong_known_hosts_fails_host_key_verification_with_exit_3() {
             .contains("host key verification"),
         "stderr should mention host key verification:\n{run}"
     );
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -338,11 +255,11 @@ fn ssh_without_known_hosts_does_not_trust_on_first_use_and_exits_3() {
 
     let run = state.pass(&url, &["--ssh-key", key.to_str().expect("UTF-8")]);
     run.assert_code(3);
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
     // And still not on a second try: nothing was learnt the first time.
     let run = state.pass(&url, &["--ssh-key", key.to_str().expect("UTF-8")]);
     run.assert_code(3);
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 // 3. HTTP basic auth
@@ -371,13 +288,16 @@ fn http_url_with_credentials_is_refused_before_sending_them_in_clear_text() {
     );
     assert!(!run.stderr.contains(PASSWORD), "password in stderr:\n{run}");
     assert!(!run.stdout.contains(PASSWORD), "password in stdout:\n{run}");
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
 fn https_credentials_are_redacted_in_errors_and_state() {
-    // Nothing listens on port 1: the fetch fails, and the error path must not leak.
-    let url = format!("https://{USER}:{PASSWORD}@127.0.0.1:1/origin/.git");
+    // Nothing listens on the port: the fetch fails, and the error path must
+    // not leak.
+    let closed = ClosedPort::new();
+    let port = closed.port();
+    let url = format!("https://{USER}:{PASSWORD}@127.0.0.1:{port}/origin/.git");
     let state = StateDir::new();
     let run = state.pass(&url, &["-v"]);
     run.assert_code(3);
@@ -393,7 +313,11 @@ fn https_credentials_are_redacted_in_errors_and_state() {
         let status = state.all_status_output();
         assert!(!status.contains(secret), "{secret} in status:\n{status}");
     }
-    assert!(run.stderr.contains("https://***@127.0.0.1:1/"), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("https://***@127.0.0.1:{port}/")),
+        "{run}"
+    );
 }
 
 // 4. Force-push (diverged history)
@@ -405,7 +329,7 @@ fn force_push_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
     let url = origin.url();
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&b, "version 2\n");
+    assert_deployed(&state, &b, "version 2\n");
 
     let amended = origin.amend("B, amended");
     let run = state.pass(&url, &[]);
@@ -413,8 +337,8 @@ fn force_push_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
     assert!(run.stderr.contains(short(&b)), "names deployed:\n{run}");
     assert!(run.stderr.contains(short(&amended)), "names remote:\n{run}");
     assert!(run.stderr.contains("--allow-rewrite"), "{run}");
-    state.assert_deployed(&b, "version 2\n");
-    assert_eq!(state.runs().len(), 1, "entrypoint ran:\n{run}");
+    assert_deployed(&state, &b, "version 2\n");
+    assert_eq!(records(&state).len(), 1, "entrypoint ran:\n{run}");
     let status = state.status_json();
     assert_eq!(status["classification"], "diverged", "{status:#}");
     assert_eq!(status["remote_commit"], amended.as_str(), "{status:#}");
@@ -423,8 +347,8 @@ fn force_push_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
 
     let run = state.pass(&url, &["--allow-rewrite"]);
     run.assert_code(0);
-    state.assert_deployed(&amended, "version 2\n");
-    let runs = state.runs();
+    assert_deployed(&state, &amended, "version 2\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 2, "{run}");
     assert_eq!(runs[1].reason, "rewrite");
     assert_eq!(runs[1].commit, amended);
@@ -440,7 +364,7 @@ fn reset_backwards_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
     let url = origin.url();
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&b, "version 2\n");
+    assert_deployed(&state, &b, "version 2\n");
     let state_before = state.state_json_text();
 
     origin.reset_hard(&a);
@@ -449,8 +373,8 @@ fn reset_backwards_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
     assert!(run.stderr.contains(short(&a)), "names remote:\n{run}");
     assert!(run.stderr.contains(short(&b)), "names deployed:\n{run}");
     assert!(run.stderr.contains("--allow-rewrite"), "{run}");
-    state.assert_deployed(&b, "version 2\n");
-    assert_eq!(state.runs().len(), 1, "entrypoint ran:\n{run}");
+    assert_deployed(&state, &b, "version 2\n");
+    assert_eq!(records(&state).len(), 1, "entrypoint ran:\n{run}");
     let status = state.status_json();
     assert_eq!(status["classification"], "remote-behind", "{status:#}");
     assert_eq!(status["remote_commit"], a.as_str(), "{status:#}");
@@ -463,8 +387,8 @@ fn reset_backwards_is_refused_with_exit_4_and_allow_rewrite_deploys_it() {
 
     let run = state.pass(&url, &["--allow-rewrite"]);
     run.assert_code(0);
-    state.assert_deployed(&a, "version 1\n");
-    let runs = state.runs();
+    assert_deployed(&state, &a, "version 1\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 2, "{run}");
     assert_eq!(runs[1].reason, "rewrite");
     assert_eq!(runs[1].commit, a);
@@ -480,8 +404,8 @@ fn shallow_first_fetch_then_rewrite_far_back_is_diverged_not_an_error() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&ids[29], "version 30\n");
-    assert_eq!(state.cache_commit_count(), 1, "the first fetch is shallow");
+    assert_deployed(&state, &ids[29], "version 30\n");
+    assert_eq!(cache_commit_count(&state), 1, "the first fetch is shallow");
 
     origin.reset_hard("HEAD~20");
     assert_eq!(origin.head(), ids[9]);
@@ -496,8 +420,8 @@ fn shallow_first_fetch_then_rewrite_far_back_is_diverged_not_an_error() {
     let status = state.status_json();
     assert_eq!(status["classification"], "diverged", "{status:#}");
     assert_eq!(status["last_pass"]["outcome"], "refused", "{status:#}");
-    state.assert_deployed(&ids[29], "version 30\n");
-    assert_eq!(state.runs().len(), 1);
+    assert_deployed(&state, &ids[29], "version 30\n");
+    assert_eq!(records(&state).len(), 1);
 }
 
 #[test]
@@ -507,8 +431,8 @@ fn shallow_first_fetch_then_multi_commit_advance_is_behind_and_applies() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&ids[29], "version 30\n");
-    assert_eq!(state.cache_commit_count(), 1, "the first fetch is shallow");
+    assert_deployed(&state, &ids[29], "version 30\n");
+    assert_eq!(cache_commit_count(&state), 1, "the first fetch is shallow");
 
     let mut head = String::new();
     for n in 31..=35 {
@@ -518,10 +442,10 @@ fn shallow_first_fetch_then_multi_commit_advance_is_behind_and_applies() {
 
     let run = state.pass(&url, &[]);
     run.assert_code(0);
-    state.assert_deployed(&head, "version 35\n");
+    assert_deployed(&state, &head, "version 35\n");
     let status = state.status_json();
     assert_eq!(status["classification"], "behind", "{status:#}");
-    let runs = state.runs();
+    let runs = records(&state);
     assert_eq!(runs.len(), 2, "{run}");
     assert_eq!(runs[1].reason, "new");
     assert_eq!(runs[1].commit, head);
@@ -535,8 +459,8 @@ fn shallow_first_fetch_then_reset_below_shallow_boundary_is_remote_behind() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&ids[29], "version 30\n");
-    assert_eq!(state.cache_commit_count(), 1, "the first fetch is shallow");
+    assert_deployed(&state, &ids[29], "version 30\n");
+    assert_eq!(cache_commit_count(&state), 1, "the first fetch is shallow");
 
     origin.reset_hard(&ids[9]);
     let run = state.pass(&url, &[]);
@@ -546,8 +470,8 @@ fn shallow_first_fetch_then_reset_below_shallow_boundary_is_remote_behind() {
     assert!(run.stderr.contains(short(&ids[29])), "{run}");
     let status = state.status_json();
     assert_eq!(status["classification"], "remote-behind", "{status:#}");
-    state.assert_deployed(&ids[29], "version 30\n");
-    assert_eq!(state.runs().len(), 1);
+    assert_deployed(&state, &ids[29], "version 30\n");
+    assert_eq!(records(&state).len(), 1);
 }
 
 // 7. Fetch failures
@@ -560,7 +484,7 @@ fn nonexistent_branch_fails_with_exit_3_naming_the_branch() {
     run.assert_code(3);
     let line = run.assert_one_clean_error();
     assert!(line.contains("no-such-branch"), "{run}");
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -571,16 +495,18 @@ fn nonexistent_repository_path_fails_with_exit_3() {
     let run = state.pass(repo.to_str().expect("UTF-8"), &[]);
     run.assert_code(3);
     run.assert_one_clean_error();
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
 fn http_url_to_closed_port_fails_with_exit_3() {
+    let closed = ClosedPort::new();
+    let url = format!("http://127.0.0.1:{}/origin/.git", closed.port());
     let state = StateDir::new();
-    let run = state.pass(&closed_port_url(), &[]);
+    let run = state.pass(&url, &[]);
     run.assert_code(3);
     run.assert_one_clean_error();
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -591,7 +517,7 @@ fn http_url_to_missing_repository_fails_with_exit_3() {
     let run = state.pass(&server.url("no-such-repo/.git"), &[]);
     run.assert_code(3);
     run.assert_one_clean_error();
-    state.assert_nothing_deployed();
+    assert_nothing_deployed(&state);
 }
 
 #[test]
@@ -601,15 +527,18 @@ fn fetch_failure_keeps_deployed_commit_and_status_records_the_error() {
     let url = server.url("origin/.git");
     let state = StateDir::new();
     state.pass(&url, &[]).assert_code(0);
-    state.assert_deployed(&first, "version 1\n");
+    assert_deployed(&state, &first, "version 1\n");
 
-    // The server goes away; the same URL now points at a closed port.
+    // The server goes away; the same URL now points at a closed port, which
+    // no other test's server can take while this test runs.
+    let port = server.addr().port();
     drop(server);
+    let _closed = ClosedPort::take(port);
     let run = state.pass(&url, &[]);
     run.assert_code(3);
     let printed = run.assert_error_without_panic();
-    state.assert_deployed(&first, "version 1\n");
-    assert_eq!(state.runs().len(), 1, "entrypoint ran:\n{run}");
+    assert_deployed(&state, &first, "version 1\n");
+    assert_eq!(records(&state).len(), 1, "entrypoint ran:\n{run}");
 
     let status = state.status_json();
     assert_eq!(status["deployed"]["commit"], first.as_str(), "{status:#}");
@@ -634,28 +563,28 @@ fn file_url_and_plain_path_are_the_same_repository_across_passes() {
     let state = StateDir::new();
 
     state.pass(&file_url, &[]).assert_code(0);
-    state.assert_deployed(&first, "version 1\n");
+    assert_deployed(&state, &first, "version 1\n");
 
     let second = origin.commit(&[("app.conf", "version 2\n")], "second");
     let run = state.pass(&plain, &[]);
     run.assert_code(0);
     assert!(run.error_lines().is_empty(), "{run}");
-    state.assert_deployed(&second, "version 2\n");
-    let runs = state.runs();
+    assert_deployed(&state, &second, "version 2\n");
+    let runs = records(&state);
     assert_eq!(runs.len(), 2, "{run}");
     assert_eq!(runs[1].reason, "new");
 
     let run = state.pass(&file_url, &[]);
     run.assert_code(0);
     assert!(run.stderr.contains("up to date"), "{run}");
-    assert_eq!(state.runs().len(), 2, "entrypoint ran again:\n{run}");
+    assert_eq!(records(&state).len(), 2, "entrypoint ran again:\n{run}");
 
     // The other way round, starting with the plain path.
     let other_state = StateDir::new();
     other_state.pass(&plain, &[]).assert_code(0);
     let third = origin.commit(&[("app.conf", "version 3\n")], "third");
     other_state.pass(&file_url, &[]).assert_code(0);
-    other_state.assert_deployed(&third, "version 3\n");
+    assert_deployed(&other_state, &third, "version 3\n");
 }
 
 // 9. Only the configured branch is fetched
@@ -672,8 +601,8 @@ fn pass_fetches_only_the_configured_branch() {
 
     let run = state.pass(&origin.url(), &[]);
     run.assert_code(0);
-    state.assert_deployed(&main_head, "version 2\n");
-    let refs = state.cache_refs();
+    assert_deployed(&state, &main_head, "version 2\n");
+    let refs = cache_refs(&state);
     assert!(
         refs.iter().all(|r| r == "refs/remotes/origin/main"),
         "only the main tracking ref is expected: {refs:?}"
@@ -683,20 +612,20 @@ fn pass_fetches_only_the_configured_branch() {
         "cache has a ref for other: {refs:?}"
     );
     assert!(
-        !state.cache_has(&other_only),
+        !cache_has(&state, &other_only),
         "cache holds a commit only on other"
     );
 
     // Likewise on a later pass that fetches new commits.
     let main_3 = origin.commit(&[("app.conf", "version 3\n")], "main 3");
     state.pass(&origin.url(), &[]).assert_code(0);
-    state.assert_deployed(&main_3, "version 3\n");
-    let refs = state.cache_refs();
+    assert_deployed(&state, &main_3, "version 3\n");
+    let refs = cache_refs(&state);
     assert!(
         !refs.iter().any(|r| r.contains("other")),
         "cache has a ref for other: {refs:?}"
     );
-    assert!(!state.cache_has(&other_only));
+    assert!(!cache_has(&state, &other_only));
 }
 
 /// The server's cost of a poll that finds nothing new: the ref advertisement only,
@@ -707,23 +636,12 @@ fn a_no_op_pass_over_http_stops_after_the_ref_advertisement() {
     origin.commit(&[("run.sh", "#!/bin/sh\nexit 0\n")], "first");
     let server = HttpGitServer::start(origin.root());
     let url = server.url("origin/.git");
-    let state = tempfile::tempdir().unwrap();
-    let run = || {
-        common::bin()
-            .args(["--repo", &url, "--state-dir"])
-            .arg(state.path().join("s"))
-            .output()
-            .unwrap()
-    };
-    assert!(run().status.success());
+    let state = StateDir::new();
+    state.pass(&url, &[]).assert_code(0);
     let before = server.requests();
-    let out = run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+    let out = state.pass(&url, &[]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("up to date"), "{out}");
     // Protocol v2: GET info/refs (capabilities) and POST ls-refs; no fetch command.
     assert_eq!(server.requests() - before, 2, "requests of a no-op pass");
 }
