@@ -27,6 +27,9 @@ pub enum Exit {
     Reboot,
     /// The pass was interrupted by SIGINT or SIGTERM.
     Interrupted,
+    /// `plan` only: changes are pending (the convention of
+    /// `terraform plan -detailed-exitcode`; a pass never exits with it).
+    Pending,
 }
 
 impl Exit {
@@ -42,6 +45,7 @@ impl Exit {
             Exit::State => 7,
             Exit::Reboot => 8,
             Exit::Interrupted => 130,
+            Exit::Pending => 2,
         }
     }
 }
@@ -58,7 +62,9 @@ Exit codes:
   6    entrypoint missing, not executable, or outside the checked-out tree
   7    state directory or state file unsafe, corrupt or foreign
   8    reboot request invalid, or the reboot command failed (when all else succeeded)
-  130  interrupted by SIGINT or SIGTERM";
+  130  interrupted by SIGINT or SIGTERM
+`gitops-run plan` exits 0 when there is nothing to do, 2 when changes are pending,
+and otherwise as a pass would (4 refused, 5 waiting for a retry, ...).";
 
 /// An error that carries the exit class it should end the process with.
 /// Attached with [`Classify::class`]; found again by [`class_of`].
@@ -78,6 +84,7 @@ impl fmt::Display for Classified {
             Exit::State => "state error",
             Exit::Reboot => "reboot error",
             Exit::Interrupted => "interrupted",
+            Exit::Pending => "changes pending",
         })
     }
 }

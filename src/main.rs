@@ -43,6 +43,27 @@ fn run() -> Result<Exit> {
     match settings.action {
         Action::Status { json } => ops::status::show(&layout, json).map(|_| Exit::Ok),
         Action::Receive(args) => receive::run(&args),
+        Action::Plan { json, settings } => {
+            log::set_secrets(settings.secrets());
+            ops::plan::plan(&layout, &settings, json)
+        }
+        Action::Freeze {
+            reason,
+            until,
+            wait,
+            notify,
+        } => ops::freeze::freeze(&layout, &reason, until.as_deref(), wait, notify.as_deref()),
+        Action::Unfreeze { notify } => ops::freeze::unfreeze(&layout, notify.as_deref()),
+        Action::Rollback {
+            commit,
+            wait,
+            settings,
+        } => {
+            log::set_secrets(settings.secrets());
+            host::signals::survive_hangup();
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            ops::rollback::rollback(&layout, &settings, commit.as_deref(), wait)
+        }
         Action::Pass(cfg) => {
             log::set_secrets(cfg.secrets());
             host::signals::survive_hangup();

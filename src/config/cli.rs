@@ -25,6 +25,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// Run one pass now; retry a failed commit immediately, ignoring backoff
+    #[arg(long)]
+    pub once: bool,
+
     #[command(flatten)]
     pub pass: PassArgs,
 
@@ -54,12 +58,11 @@ pub struct CommonArgs {
     pub verbose: bool,
 }
 
+/// The options a config file can hold, taken by the pass and by the commands
+/// that act on the same repository and state (`plan`, `rollback`, `freeze`,
+/// `unfreeze`): written after the command, `gitops-run plan --repo URL`.
 #[derive(Debug, Args)]
 pub struct PassArgs {
-    /// Run one pass now; retry a failed commit immediately, ignoring backoff
-    #[arg(long)]
-    pub once: bool,
-
     /// Repository to follow: https://, http://, ssh://, git://, user@host:path, file:// or a path
     #[arg(long, env = "GITOPS_REPO", value_name = "URL")]
     pub repo: Option<String>,
@@ -169,14 +172,52 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Receive authenticated push webhooks and ask for a pass (runs unprivileged)
-    Receive(crate::receive::ReceiveArgs),
     /// Show what is deployed, the last attempt and the last pass
     Status {
         /// Print a stable JSON document instead of text
         #[arg(long)]
         json: bool,
     },
+    /// Fetch and show what a pass would do, changing nothing on the host (exit 0: nothing to do, 2: changes pending)
+    Plan {
+        /// Print a stable JSON document instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Stop applying commits on this host (it keeps fetching), until `unfreeze` or --until
+    Freeze {
+        /// Why the host is frozen (shown by every pass, status and the notification)
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// End the freeze by itself: a duration (2h) or a time (RFC 3339, or YYYY-MM-DD HH:MM:SS in local time)
+        #[arg(long, value_name = "TIME|DURATION")]
+        until: Option<String>,
+        /// How long to wait for a pass that is applying a commit right now to end
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_up_to::<{ DAY }>)]
+        wait: Duration,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// End a freeze (or a rollback's pin): the next pass follows the branch again
+    Unfreeze {
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Deploy a previously deployed commit again (default: the one before the current) and freeze the host on it
+    Rollback {
+        /// A commit from the deployment history (full or abbreviated hash)
+        #[arg(value_name = "COMMIT")]
+        commit: Option<String>,
+        /// How long to wait for a running pass to end
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_up_to::<{ DAY }>)]
+        wait: Duration,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Receive authenticated push webhooks and ask for a pass (runs unprivileged)
+    Receive(crate::receive::ReceiveArgs),
 }
 
 const MINUTE: u64 = 60;
@@ -222,9 +263,13 @@ pub const CONFIG_KEYS: &[&str] = &[
 ];
 
 pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {
-    let matches = Cli::command()
-        .try_get_matches_from(args)
-        .map_err(clap_error)?;
+    parse_with(Cli::command(), args)
+}
+
+/// Parse with `cmd`, a version of [`Cli::command`] (e.g. with the config file's
+/// values as defaults).
+pub fn parse_with(cmd: clap::Command, args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {
+    let matches = cmd.try_get_matches_from(args).map_err(clap_error)?;
     let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
     Ok((cli, matches))
 }

@@ -145,13 +145,28 @@ fn synopsis_of(arg: &clap::Arg) -> String {
         (Some(long), true) if optional_value => format!("--{long}[={value}]"),
         (Some(long), true) => format!("--{long} {value}"),
         (Some(long), false) => format!("--{long}"),
-        (None, _) if arg.is_required_set() => value,
-        (None, _) => format!("[{value}]"),
+        (None, _) => value,
     }
 }
 
 pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
-    let cmd = Cli::command();
+    let mut cmd = Cli::command();
+    cmd.build();
+    // Options of a pass, which several commands take too: documented once, in OPTIONS.
+    let pass_ids: Vec<String> = {
+        use clap::Args;
+        super::cli::PassArgs::augment_args(clap::Command::new("pass"))
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect()
+    };
+    let takes_pass_options =
+        |sub: &clap::Command| sub.get_arguments().any(|a| a.get_id().as_str() == "repo");
+    let own = |sub: &clap::Command, a: &clap::Arg| {
+        let documented_above =
+            takes_pass_options(sub) && pass_ids.iter().any(|p| p == a.get_id().as_str());
+        !(a.is_hide_set() || a.is_global_set() || a.get_id() == "help" || documented_above)
+    };
     let man = clap_mangen::Man::new(cmd.clone())
         .section("8")
         .manual("System Administration")
@@ -167,11 +182,20 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
     roff.control("SH", ["SYNOPSIS"]);
     roff.text([bold("gitops-run"), roman(" [OPTIONS]")]);
     for sub in visible() {
-        let args: Vec<String> = sub
+        let mut args: Vec<String> = sub
             .get_arguments()
-            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
-            .map(|a| format!("[{}]", synopsis_of(a)))
+            .filter(|a| own(sub, a))
+            .map(|a| {
+                if a.is_required_set() {
+                    synopsis_of(a)
+                } else {
+                    format!("[{}]", synopsis_of(a))
+                }
+            })
             .collect();
+        if takes_pass_options(sub) {
+            args.push("[OPTIONS]".into());
+        }
         roff.control("br", []);
         roff.text([
             bold(format!("gitops-run {}", sub.get_name())),
@@ -195,11 +219,13 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
             .or(sub.get_about())
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let about = if takes_pass_options(sub) {
+            format!("{about}. Takes the options of a pass (OPTIONS above), after the command.")
+        } else {
+            about
+        };
         roff.text([roman(about)]);
-        for a in sub
-            .get_arguments()
-            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
-        {
+        for a in sub.get_arguments().filter(|a| own(sub, a)) {
             let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
             roff.control("RS", [])
                 .control("TP", [])

@@ -29,8 +29,37 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Action {
     Pass(Box<PassSettings>),
-    Status { json: bool },
+    Status {
+        json: bool,
+    },
+    Plan {
+        json: bool,
+        settings: Box<PassSettings>,
+    },
+    Freeze {
+        reason: String,
+        until: Option<String>,
+        wait: Duration,
+        notify: Option<Box<Control>>,
+    },
+    Unfreeze {
+        notify: Option<Box<Control>>,
+    },
+    Rollback {
+        commit: Option<String>,
+        wait: Duration,
+        settings: Box<PassSettings>,
+    },
     Receive(Box<crate::receive::ReceiveArgs>),
+}
+
+/// What an operator command needs to tell the world about itself: where to send
+/// the message, and the repository and branch it names (when configured).
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub target: Target,
+    pub repo: String,
+    pub branch: String,
 }
 
 /// What one pass needs to know.
@@ -63,9 +92,10 @@ pub struct RebootSettings {
 }
 
 /// Parse `args`; when a config file is named, parse again with the file's values
-/// added as flags for every option that neither a flag nor the environment set, so
-/// flag > environment > file holds for every key. The process environment is
-/// never written.
+/// as the options' defaults. A default is what clap uses when neither a flag nor
+/// the environment set an option, so flag > environment > file holds for every
+/// key, wherever the option appears (a pass, or after a command). The process
+/// environment is never written.
 fn parse(args: Vec<OsString>) -> Result<cli::Cli> {
     let (cli, matches) = cli::parse_from(args.clone())?;
     refuse_pass_flags_with_a_command(&matches)?;
@@ -73,42 +103,36 @@ fn parse(args: Vec<OsString>) -> Result<cli::Cli> {
         return Ok(cli);
     };
     let entries = file::read(&path)?;
-    let cmd = cli::Cli::command();
-    let mut injected = Vec::new();
-    for (key, value) in entries {
-        let Some(arg) = cmd
-            .get_arguments()
-            .find(|a| a.get_env().is_some_and(|e| e == key.as_str()))
-        else {
-            continue;
-        };
-        let id = arg.get_id().as_str();
-        let given = matches!(
-            matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) || matches.subcommand().is_some_and(|(_, sub)| {
-            sub.ids().any(|i| i.as_str() == id)
-                && matches!(
-                    sub.value_source(id),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                )
-        });
-        if given {
-            continue;
-        }
-        let long = arg
-            .get_long()
-            .expect("options from the file have a long name");
-        let mut flag = OsString::from(format!("--{long}="));
-        flag.push(value);
-        injected.push(flag);
+    let cmd = with_defaults(cli::Cli::command(), &entries);
+    Ok(cli::parse_with(cmd, args)?.0)
+}
+
+/// `cmd` with the default of every option whose variable is in `entries` set to
+/// the entry's value, in the command and all its subcommands.
+fn with_defaults(
+    mut cmd: clap::Command,
+    entries: &std::collections::BTreeMap<String, String>,
+) -> clap::Command {
+    let ids: Vec<(String, String)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let key = a.get_env()?.to_str()?;
+            entries
+                .get(key)
+                .map(|v| (a.get_id().to_string(), v.clone()))
+        })
+        .collect();
+    for (id, value) in ids {
+        cmd = cmd.mut_arg(id, |a| a.default_value(value));
     }
-    let mut with_file = Vec::with_capacity(args.len() + injected.len());
-    let mut args = args.into_iter();
-    with_file.extend(args.next());
-    with_file.extend(injected);
-    with_file.extend(args);
-    Ok(cli::parse_from(with_file)?.0)
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |c| with_defaults(c, entries));
+    }
+    cmd
 }
 
 /// Options of a pass typed before a command that does not do a pass (`gitops-run
@@ -118,14 +142,18 @@ fn refuse_pass_flags_with_a_command(matches: &clap::ArgMatches) -> Result<()> {
     let Some((sub, _)) = matches.subcommand() else {
         return Ok(());
     };
-    let pass = cli::PassArgs::augment_args(clap::Command::new("pass"));
+    let pass = cli::PassArgs::augment_args(clap::Command::new("pass")).arg(
+        clap::Arg::new("once")
+            .long("once")
+            .action(clap::ArgAction::SetTrue),
+    );
     for arg in pass.get_arguments() {
         let id = arg.get_id().as_str();
         if matches.value_source(id) == Some(ValueSource::CommandLine) {
             let name = arg.get_long().unwrap_or(id);
             return Err(fail(
                 Exit::Usage,
-                format!("--{name} is an option of a pass; it has no effect on `gitops-run {sub}`"),
+                format!("--{name} before `{sub}` is an option of a pass; options of a command go after it (`gitops-run {sub} --{name} ...`), and --once only makes sense for a pass"),
             ));
         }
     }
@@ -146,10 +174,34 @@ pub fn resolve(
     } else {
         cwd.join(&cli.common.state_dir)
     };
+    let creds = credentials_dir;
     let action = match cli.command {
         Some(cli::Command::Status { json }) => Action::Status { json },
+        Some(cli::Command::Plan { json, pass }) => Action::Plan {
+            json,
+            settings: Box::new(pass_settings(pass, false, cwd, creds)?),
+        },
+        Some(cli::Command::Freeze {
+            reason,
+            until,
+            wait,
+            pass,
+        }) => Action::Freeze {
+            reason,
+            until,
+            wait,
+            notify: control(pass, cwd, creds),
+        },
+        Some(cli::Command::Unfreeze { pass }) => Action::Unfreeze {
+            notify: control(pass, cwd, creds),
+        },
+        Some(cli::Command::Rollback { commit, wait, pass }) => Action::Rollback {
+            commit,
+            wait,
+            settings: Box::new(pass_settings(pass, false, cwd, creds)?),
+        },
         Some(cli::Command::Receive(args)) => Action::Receive(Box::new(args)),
-        None => Action::Pass(Box::new(pass_settings(cli.pass, cwd, credentials_dir)?)),
+        None => Action::Pass(Box::new(pass_settings(cli.pass, cli.once, cwd, creds)?)),
     };
     Ok(Settings {
         state_dir,
@@ -158,8 +210,34 @@ pub fn resolve(
     })
 }
 
+/// The webhook of an operator command, if one is configured; the repository need
+/// not be (a host can be frozen before it was ever configured).
+fn control(p: cli::PassArgs, cwd: &Path, credentials_dir: Option<&Path>) -> Option<Box<Control>> {
+    let target = crate::notify::resolve(
+        p.webhook_url.clone(),
+        p.webhook_url_file.as_deref(),
+        credentials_dir,
+        p.webhook_secret_file.as_deref(),
+        p.webhook_format,
+        p.webhook_timeout,
+        p.webhook_reminder,
+    )?;
+    let repo = p
+        .repo
+        .as_deref()
+        .and_then(|r| RepoUrl::parse(r, cwd).ok())
+        .map(|r| r.redacted)
+        .unwrap_or_default();
+    Some(Box::new(Control {
+        target,
+        repo,
+        branch: p.branch,
+    }))
+}
+
 fn pass_settings(
     p: cli::PassArgs,
+    once: bool,
     cwd: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<PassSettings> {
@@ -198,7 +276,7 @@ fn pass_settings(
         },
         allow_rewrite: p.allow_rewrite,
         keep_trees: p.keep_trees,
-        once: p.once,
+        once,
         reboot: RebootSettings {
             file: reboot_file,
             command: p

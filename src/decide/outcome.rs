@@ -28,6 +28,9 @@ pub enum Ended {
         class: Classification,
         remote: String,
     },
+    /// The host is frozen: the remote tip was not applied (`pending`: it differs
+    /// from the deployed commit).
+    Held { pending: bool },
     /// An error of the given class ended the pass early.
     Error(Exit),
 }
@@ -43,6 +46,8 @@ pub enum Label {
     InvalidEntrypoint,
     Waiting,
     Refused,
+    /// The host is frozen; nothing was applied.
+    Frozen,
     Error,
 }
 
@@ -56,6 +61,7 @@ impl Label {
             Label::InvalidEntrypoint => "invalid-entrypoint",
             Label::Waiting => "waiting",
             Label::Refused => "refused",
+            Label::Frozen => "frozen",
             Label::Error => "error",
         }
     }
@@ -105,6 +111,7 @@ pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
                 format!("refused:{}:{remote}", class.as_str()),
             ),
         ),
+        Ended::Held { .. } => (Exit::Ok, Label::Frozen, Signal::Hold),
         Ended::Error(exit) => (
             *exit,
             Label::Error,
@@ -225,6 +232,7 @@ mod tests {
             Label::InvalidEntrypoint,
             Label::Waiting,
             Label::Refused,
+            Label::Frozen,
             Label::Error,
         ] {
             assert_eq!(

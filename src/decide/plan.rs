@@ -73,6 +73,8 @@ pub enum Reason {
     Retry,
     /// Upstream history was rewritten and `--allow-rewrite` accepted it.
     Rewrite,
+    /// `gitops-run rollback`: a previously deployed commit, deployed again by hand.
+    Rollback,
 }
 
 impl Reason {
@@ -82,6 +84,7 @@ impl Reason {
             Reason::New => "new",
             Reason::Retry => "retry",
             Reason::Rewrite => "rewrite",
+            Reason::Rollback => "rollback",
         }
     }
 }
@@ -105,19 +108,38 @@ pub enum Plan {
     Wait { until: DateTime<Utc>, failures: u32 },
     /// History was rewritten upstream; leave everything as it is.
     Refuse(Classification),
+    /// The host is frozen: the remote tip differs, and nothing is applied.
+    Held(Classification),
 }
 
-/// Decide from the classification and the failure record. `force_retry` is `--once`.
-pub fn plan(
-    class: Classification,
-    remote: &str,
-    failing: Option<&Failing>,
-    allow_rewrite: bool,
-    force_retry: bool,
-    now: DateTime<Utc>,
-) -> Plan {
+/// Everything the plan depends on.
+#[derive(Debug, Clone)]
+pub struct Situation<'a> {
+    pub class: Classification,
+    /// The remote tip.
+    pub remote: &'a str,
+    pub failing: Option<&'a Failing>,
+    pub allow_rewrite: bool,
+    /// `--once`: retry a failing commit now.
+    pub force_retry: bool,
+    /// An operator froze the host (or rolled it back, which pins it).
+    pub frozen: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// Decide what a pass does. A frozen host applies nothing; a rewrite is refused
+/// unless allowed; a failing commit waits for its backoff unless `--once`.
+pub fn plan(s: &Situation<'_>) -> Plan {
+    let (class, remote, now) = (s.class, s.remote, s.now);
+    if class == Classification::UpToDate {
+        return Plan::Nothing;
+    }
+    if s.frozen {
+        return Plan::Held(class);
+    }
+    let (allow_rewrite, force_retry, failing) = (s.allow_rewrite, s.force_retry, s.failing);
     let fresh = match class {
-        Classification::UpToDate => return Plan::Nothing,
+        Classification::UpToDate => unreachable!("handled above"),
         Classification::RemoteBehind | Classification::Diverged if !allow_rewrite => {
             return Plan::Refuse(class)
         }
@@ -162,6 +184,25 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use Classification::*;
+
+    fn plan(
+        class: Classification,
+        remote: &str,
+        failing: Option<&Failing>,
+        allow_rewrite: bool,
+        force_retry: bool,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        super::plan(&Situation {
+            class,
+            remote,
+            failing,
+            allow_rewrite,
+            force_retry,
+            frozen: false,
+            now,
+        })
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
@@ -300,6 +341,37 @@ mod tests {
             plan(Behind, "new", Some(&f), false, false, t(0)),
             Plan::Apply(Reason::New)
         );
+    }
+
+    #[test]
+    fn a_frozen_host_applies_nothing_not_even_a_due_retry() {
+        let f = Failing {
+            commit: "r".into(),
+            consecutive: 1,
+            next_retry_at: t(0),
+        };
+        for class in [Initial, Behind, RemoteBehind, Diverged] {
+            let s = Situation {
+                class,
+                remote: "r",
+                failing: Some(&f),
+                allow_rewrite: true,
+                force_retry: true,
+                frozen: true,
+                now: t(10),
+            };
+            assert_eq!(super::plan(&s), Plan::Held(class));
+        }
+        let up = Situation {
+            class: UpToDate,
+            remote: "r",
+            failing: None,
+            allow_rewrite: false,
+            force_retry: false,
+            frozen: true,
+            now: t(0),
+        };
+        assert_eq!(super::plan(&up), Plan::Nothing);
     }
 
     #[test]

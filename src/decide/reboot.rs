@@ -150,6 +150,8 @@ pub enum RequestStatus {
     Invalid,
     /// The reboot command failed or hung `MAX_REBOOT_TRIES` times.
     Failed,
+    /// Due, but the host is frozen: it waits for the freeze to end.
+    Held,
 }
 
 impl RequestStatus {
@@ -162,6 +164,7 @@ impl RequestStatus {
             RequestStatus::Missed => "missed",
             RequestStatus::Invalid => "invalid",
             RequestStatus::Failed => "failed",
+            RequestStatus::Held => "held",
         }
     }
 }
@@ -337,6 +340,9 @@ pub enum RequestFile {
 pub struct Policy {
     pub grace: std::time::Duration,
     pub splay: std::time::Duration,
+    /// The host is frozen: a due reboot waits (it is not carried out, nor
+    /// recorded as done) until the freeze ends, within its grace.
+    pub held: bool,
 }
 
 /// What the end of the pass must do about the request.
@@ -482,6 +488,19 @@ pub fn review<Tz: TimeZone>(
         .cloned();
     if let (Verdict::Done, Some(failed)) = (verdict, gave_up) {
         state.request = Some(failed);
+        return quiet(state, notes);
+    }
+    if verdict == Verdict::RebootNow && policy.held {
+        notes.push(Note::Info(format!(
+            "reboot requested for {} is due, but the host is frozen: it waits for the freeze to end (within its grace)",
+            utc(&requested)
+        )));
+        state.request = Some(RebootRequest {
+            status: RequestStatus::Held,
+            requested_at: Some(requested),
+            effective_at: Some(effective),
+            detail: format!("{} is due; held by the freeze", utc(&effective)),
+        });
         return quiet(state, notes);
     }
     let status = RequestStatus::from(verdict);
@@ -741,6 +760,7 @@ mod tests {
             Policy {
                 grace: std::time::Duration::from_secs(3600),
                 splay: std::time::Duration::ZERO,
+                held: false,
             },
             before,
         )
@@ -825,6 +845,7 @@ mod tests {
             Policy {
                 grace: std::time::Duration::from_secs(3600),
                 splay: std::time::Duration::ZERO,
+                held: false,
             },
             &RebootState::default(),
         );
@@ -930,6 +951,7 @@ mod tests {
                 Policy {
                     grace: std::time::Duration::from_secs(u32::MAX as u64),
                     splay: std::time::Duration::from_secs(7 * 86_400),
+                    held: false,
                 },
                 &RebootState::default(),
             );
@@ -1024,6 +1046,41 @@ mod tests {
         let later = rev(text("2026-11-21T11:00:00Z"), "2026-11-21T11:10:00Z", &next);
         assert_eq!(later.action, Action::Nothing);
         assert_eq!(later.state.request.unwrap().status, RequestStatus::Failed);
+    }
+
+    #[test]
+    fn a_due_reboot_is_held_by_a_freeze_and_happens_after_it() {
+        let held = review(
+            text("2026-11-21T11:00:00Z"),
+            "reboot-at",
+            &Utc,
+            Ok(t(B)),
+            "m",
+            t("2026-11-21T11:01:00Z"),
+            Policy {
+                grace: std::time::Duration::from_secs(3600),
+                splay: std::time::Duration::ZERO,
+                held: true,
+            },
+            &RebootState::default(),
+        );
+        assert_eq!(held.action, Action::Nothing);
+        assert!(held.state.done.is_empty(), "not recorded as done");
+        assert_eq!(
+            held.state.request.as_ref().unwrap().status,
+            RequestStatus::Held
+        );
+        let after = rev(
+            text("2026-11-21T11:00:00Z"),
+            "2026-11-21T11:20:00Z",
+            &held.state,
+        );
+        assert_eq!(
+            after.action,
+            Action::Reboot {
+                requested: t("2026-11-21T11:00:00Z")
+            }
+        );
     }
 
     #[test]

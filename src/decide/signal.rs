@@ -19,6 +19,12 @@ pub enum Kind {
     RebootInvalid,
     /// The reboot command failed, hung, or ran without the host rebooting.
     RebootFailed,
+    /// An operator froze the host.
+    Frozen,
+    /// An operator (or the end of its --until) ended a freeze.
+    Unfrozen,
+    /// An operator rolled the host back to an earlier commit (and froze it there).
+    RolledBack,
 }
 
 impl Kind {
@@ -35,6 +41,9 @@ impl Kind {
             Kind::RebootMissed => "reboot-missed",
             Kind::RebootInvalid => "reboot-invalid",
             Kind::RebootFailed => "reboot-failed",
+            Kind::Frozen => "frozen",
+            Kind::Unfrozen => "unfrozen",
+            Kind::RolledBack => "rolled-back",
         }
     }
 }
@@ -49,4 +58,7 @@ pub enum Signal {
     Good(Kind),
     /// A failure identified by `key`; repeats are reported at the reminder interval.
     Bad(Kind, String),
+    /// Nothing was tried on this channel (the host is frozen): neither news nor a
+    /// recovery; an open alert stays open.
+    Hold,
 }

@@ -12,6 +12,21 @@ use crate::log::debug;
 pub struct CommitInfo {
     pub subject: String,
     pub time: Option<DateTime<Utc>>,
+    /// `Name <email>` of the author.
+    pub author: String,
+}
+
+/// One file changed between two commits, as `git diff --stat` counts it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileChange {
+    pub path: String,
+    /// `added`, `deleted`, `modified` or `renamed` (from `old_path`).
+    pub change: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    /// Lines added and removed; `None` for binary files.
+    pub insertions: Option<u32>,
+    pub deletions: Option<u32>,
 }
 
 /// A commit listed in a notification: its id and subject.
@@ -98,11 +113,110 @@ impl Cache {
             .time()
             .ok()
             .and_then(|t| Utc.timestamp_opt(t.seconds, 0).single());
-        Ok(CommitInfo { subject, time })
+        let author = commit
+            .author()
+            .map(|a| format!("{} <{}>", a.name, a.email))
+            .unwrap_or_default();
+        Ok(CommitInfo {
+            subject,
+            time,
+            author,
+        })
     }
 }
 
 impl Cache {
+    /// The files changed from `from`'s tree (none: the empty tree) to `to`'s, with
+    /// line counts, in path order.
+    pub fn diff_stat(&self, from: Option<ObjectId>, to: ObjectId) -> Result<Vec<FileChange>> {
+        use gix::object::tree::diff::ChangeDetached;
+        use gix::prelude::TreeDiffChangeExt;
+        let tree = |id: ObjectId| -> Result<gix::Tree<'_>> {
+            self.repo
+                .find_commit(id)
+                .map_err(gix_err)?
+                .tree()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("failed to read the tree of {id}"))
+        };
+        let new = tree(to)?;
+        let old = from.map(tree).transpose()?;
+        let changes = self
+            .repo
+            .diff_tree_to_tree(old.as_ref(), &new, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("failed to compare the trees")?;
+        let mut cache = self
+            .repo
+            .diff_resource_cache_for_tree_diff()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut out = Vec::new();
+        for change in changes {
+            let (path, kind, old_path) = match &change {
+                ChangeDetached::Addition {
+                    location,
+                    entry_mode,
+                    ..
+                } => {
+                    if !entry_mode.is_blob_or_symlink() {
+                        continue;
+                    }
+                    (location.to_string(), "added", None)
+                }
+                ChangeDetached::Deletion {
+                    location,
+                    entry_mode,
+                    ..
+                } => {
+                    if !entry_mode.is_blob_or_symlink() {
+                        continue;
+                    }
+                    (location.to_string(), "deleted", None)
+                }
+                ChangeDetached::Modification {
+                    location,
+                    entry_mode,
+                    ..
+                } => {
+                    if !entry_mode.is_blob_or_symlink() {
+                        continue;
+                    }
+                    (location.to_string(), "modified", None)
+                }
+                ChangeDetached::Rewrite {
+                    source_location,
+                    location,
+                    entry_mode,
+                    ..
+                } => {
+                    if !entry_mode.is_blob_or_symlink() {
+                        continue;
+                    }
+                    (
+                        location.to_string(),
+                        "renamed",
+                        Some(source_location.to_string()),
+                    )
+                }
+            };
+            let attached = change.attach(&self.repo, &self.repo);
+            let counts = attached
+                .diff(&mut cache)
+                .ok()
+                .and_then(|mut d| d.line_counts().ok().flatten());
+            cache.clear_resource_cache_keep_allocation();
+            out.push(FileChange {
+                path,
+                change: kind,
+                old_path,
+                insertions: counts.map(|c| c.insertions),
+                deletions: counts.map(|c| c.removals),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
     /// What is wrong with the cache's own data, if anything: a pack without its index
     /// (or the reverse), a file that does not parse or whose checksum does not match
     /// (truncated, bit rot), or a ref naming a commit that is not there. Asked only

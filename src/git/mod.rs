@@ -8,7 +8,7 @@ mod history;
 pub mod url;
 
 pub use fetch::History;
-pub use history::CommitLine;
+pub use history::{CommitInfo, CommitLine, FileChange};
 pub use url::{RepoUrl, Transport};
 
 use anyhow::{anyhow, Context, Result};

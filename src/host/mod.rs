@@ -73,6 +73,19 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown-host".into())
 }
 
+/// Who runs this command, for the record of an operator's act: the user behind
+/// `sudo` when there is one, else the name of the effective uid.
+pub fn invoking_user() -> String {
+    if let Some(u) = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()) {
+        return u;
+    }
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
+    }
+}
+
 /// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

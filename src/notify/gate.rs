@@ -43,6 +43,7 @@ pub fn gate(
 ) -> (Option<(Kind, bool)>, Option<Alert>) {
     let reminder = chrono::Duration::from_std(reminder).unwrap_or(chrono::Duration::MAX);
     match (signal, alert) {
+        (Signal::Hold, alert) => (None, alert.cloned()),
         (Signal::Quiet, None) => (None, None),
         // The failure is gone and nothing new happened: say so once.
         (Signal::Quiet, Some(_)) => (Some((Kind::Recovered, false)), None),
@@ -104,6 +105,16 @@ mod tests {
         let (send, alert3) = gate(Some(&alert2), &bad("failed:a"), t(360), H6);
         assert_eq!(send, Some((Kind::Failed, true)), "reminder after 6h");
         assert_eq!(alert3.unwrap().last_sent, Some(t(360)));
+    }
+
+    #[test]
+    fn a_held_channel_keeps_its_alert_and_says_nothing() {
+        let (_, alert) = gate(None, &bad("failed:a"), t(0), H6);
+        assert_eq!(
+            gate(alert.as_ref(), &Signal::Hold, t(5), H6),
+            (None, alert.clone())
+        );
+        assert_eq!(gate(None, &Signal::Hold, t(5), H6), (None, None));
     }
 
     #[test]

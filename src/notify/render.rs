@@ -255,6 +255,9 @@ fn icon(kind: Kind) -> &'static str {
         | Kind::RebootFailed => "❌",
         Kind::Refused | Kind::RebootMissed => "⚠️",
         Kind::RebootScheduled | Kind::Rebooting => "🔄",
+        Kind::Frozen => "🧊",
+        Kind::Unfrozen => "▶️",
+        Kind::RolledBack => "⏪",
     }
 }
 

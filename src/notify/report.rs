@@ -55,7 +55,7 @@ pub fn notify(
     target: &Target,
     facts: &Facts,
     state: &mut NotifyState,
-    channels: [(&str, Signal); 2],
+    channels: [(&str, Signal); 3],
 ) {
     for (channel, signal) in channels {
         let open = state.alerts.get(channel).cloned();
@@ -94,6 +94,7 @@ pub fn event(facts: &Facts, kind: Kind, reminder: bool, open: Option<&Alert>) ->
     };
     let mut summary = facts.summary.clone();
     match kind {
+        Kind::Unfrozen => summary = format!("the freeze ended by itself; {summary}"),
         Kind::Recovered => {
             let since =
                 open.map(|a| format!(" (failing since {})", a.since.format("%Y-%m-%d %H:%M UTC")));

@@ -8,9 +8,12 @@ use std::path::PathBuf;
 
 use crate::decide::{Classification, Reason};
 use crate::log::{short, utc};
+use crate::state::freeze::{self, FreezeKind, FreezeState};
 use crate::state::{self, Layout, State};
 
 /// Version of the `status --json` document.
+/// Fields may be added to schema 1 (as `frozen`, `history` and `deployed.reason`
+/// were); a field is never removed or given another meaning without a new schema.
 pub const STATUS_SCHEMA: u32 = 1;
 
 #[derive(Debug, Serialize)]
@@ -32,6 +35,10 @@ pub struct StatusDoc {
     pub reboot: Option<crate::decide::reboot::RebootRequest>,
     /// Requested times of reboots carried out, newest first.
     pub reboots_done: Vec<DateTime<Utc>>,
+    /// The operator's freeze (or a rollback's pin), if any.
+    pub frozen: Option<FrozenDoc>,
+    /// Previously deployed commits, newest first.
+    pub history: Vec<DeployedDoc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +47,58 @@ pub struct DeployedDoc {
     pub subject: String,
     pub commit_time: Option<DateTime<Utc>>,
     pub deployed_at: DateTime<Utc>,
+    /// Why it was deployed: `initial`, `new`, `retry`, `rewrite`, `rollback`, ...
+    pub reason: Option<Reason>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrozenDoc {
+    /// `operator` (`gitops-run freeze`), `rollback`, or `unreadable` (the record
+    /// cannot be read: frozen until `unfreeze`).
+    pub kind: &'static str,
+    pub reason: String,
+    pub by: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// For a rollback: the commit the host is pinned to.
+    pub pinned: Option<String>,
+}
+
+fn deployed_doc(d: &crate::state::Deployed) -> DeployedDoc {
+    DeployedDoc {
+        commit: d.commit.clone(),
+        subject: d.subject.clone(),
+        commit_time: d.commit_time,
+        deployed_at: d.deployed_at,
+        reason: d.reason,
+    }
+}
+
+fn frozen_doc(f: &FreezeState) -> Option<FrozenDoc> {
+    match f {
+        FreezeState::Thawed => None,
+        FreezeState::Frozen(f) => Some(FrozenDoc {
+            kind: match f.kind {
+                FreezeKind::Operator => "operator",
+                FreezeKind::Rollback => "rollback",
+            },
+            reason: f.reason.clone(),
+            by: Some(f.by.clone()),
+            since: Some(f.since),
+            until: f.until,
+            pinned: f.pinned.clone(),
+        }),
+        FreezeState::Unreadable(why) => Some(FrozenDoc {
+            kind: "unreadable",
+            reason: format!(
+                "the freeze record cannot be read ({why}); frozen until `gitops-run unfreeze`"
+            ),
+            by: None,
+            since: None,
+            until: None,
+            pinned: None,
+        }),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -80,16 +139,15 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         last_log: None,
         reboot: None,
         reboots_done: Vec::new(),
+        frozen: frozen_doc(&freeze::load(&layout.freeze_file()))
+            .filter(|_| freeze::load(&layout.freeze_file()).holds(Utc::now())),
+        history: Vec::new(),
     };
     let Some(st) = st else { return doc };
+    doc.history = st.history.iter().map(deployed_doc).collect();
     doc.repo = Some(st.repo.clone());
     doc.branch = Some(st.branch.clone());
-    doc.deployed = st.deployed.as_ref().map(|d| DeployedDoc {
-        commit: d.commit.clone(),
-        subject: d.subject.clone(),
-        commit_time: d.commit_time,
-        deployed_at: d.deployed_at,
-    });
+    doc.deployed = st.deployed.as_ref().map(deployed_doc);
     doc.last_attempt = st.attempt.as_ref().map(|a| AttemptDoc {
         commit: a.commit.clone(),
         subject: a.subject.clone(),
@@ -129,11 +187,31 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
 
 pub fn render_text(doc: &StatusDoc) -> String {
     let mut out = Vec::new();
+    let frozen_line = doc.frozen.as_ref().map(|f| {
+        let who =
+            f.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+        let since = f
+            .since
+            .map(|t| format!(" since {}", utc(&t)))
+            .unwrap_or_default();
+        let until = f
+            .until
+            .map(|u| format!(" until {}", utc(&u)))
+            .unwrap_or_else(|| " until `gitops-run unfreeze`".into());
+        format!("frozen:        {}{who}{since}{until}", f.reason)
+    });
     let Some(repo) = &doc.repo else {
-        return format!(
+        let mut text = format!(
             "no pass has run yet (state directory {})\n",
             doc.state_dir.display()
         );
+        if let Some(l) = frozen_line {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        return text;
     };
     out.push(format!("repo:          {repo}"));
     out.push(format!(
@@ -152,6 +230,9 @@ pub fn render_text(doc: &StatusDoc) -> String {
         ),
         None => "deployed:      nothing yet".to_string(),
     });
+    if let Some(l) = frozen_line {
+        out.push(l);
+    }
     if let Some(a) = &doc.last_attempt {
         out.push(format!(
             "last attempt:  {} {:?} {}{} ({}, {})",
@@ -216,6 +297,19 @@ pub fn render_text(doc: &StatusDoc) -> String {
     }
     if let Some(l) = &doc.last_log {
         out.push(format!("last log:      {}", l.display()));
+    }
+    let deployments: Vec<&DeployedDoc> = doc.deployed.iter().chain(doc.history.iter()).collect();
+    if deployments.len() > 1 {
+        out.push("deployments:   (newest first)".to_string());
+        for d in deployments {
+            out.push(format!(
+                "  {} {} {:<9} {:?}",
+                short(&d.commit),
+                utc(&d.deployed_at),
+                d.reason.map(|r| r.as_str()).unwrap_or("-"),
+                d.subject
+            ));
+        }
     }
     out.join("\n") + "\n"
 }

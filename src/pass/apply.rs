@@ -23,6 +23,28 @@ pub struct Applied {
 /// The system clock; apply reads it for the start and the end of the entrypoint.
 pub type Clock = fn() -> DateTime<Utc>;
 
+/// How an apply goes about it.
+#[derive(Clone, Copy)]
+pub struct How {
+    pub clock: Clock,
+    /// Read the freeze record before the entrypoint starts (a pass does; a
+    /// rollback, which freezes the host itself, does not).
+    pub honour_freeze: bool,
+    /// Use the commit's tree when one is kept (a rollback to a commit the cache no
+    /// longer has); otherwise always check it out fresh.
+    pub reuse_tree: bool,
+}
+
+impl How {
+    pub fn pass(clock: Clock) -> How {
+        How {
+            clock,
+            honour_freeze: true,
+            reuse_tree: false,
+        }
+    }
+}
+
 pub fn apply(
     cfg: &PassSettings,
     layout: &Layout,
@@ -30,10 +52,25 @@ pub fn apply(
     cache: &Cache,
     commit: ObjectId,
     reason: Reason,
-    clock: Clock,
+    how: How,
 ) -> Result<Applied> {
+    let clock = how.clock;
     let hex = commit.to_string();
-    let info_of = cache.commit_info(commit)?;
+    let known = st
+        .deployed
+        .iter()
+        .chain(st.history.iter())
+        .find(|d| d.commit == hex)
+        .map(|d| crate::git::CommitInfo {
+            subject: d.subject.clone(),
+            time: d.commit_time,
+            author: String::new(),
+        });
+    let info_of = match (cache.commit_info(commit), known) {
+        (Ok(i), _) => i,
+        (Err(_), Some(k)) if how.reuse_tree && layout.tree(&hex).is_dir() => k,
+        (Err(e), _) => return Err(e),
+    };
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
     info!(
         "applying {} {:?} ({}; deployed: {})",
@@ -42,8 +79,14 @@ pub fn apply(
         reason.as_str(),
         previous.as_deref().map(short).unwrap_or("none")
     );
-    let tree = trees::materialize(layout, cache, commit)?;
-    debug!("checked out {hex} into {}", tree.display());
+    let tree = if how.reuse_tree && layout.tree(&hex).is_dir() {
+        debug!("using the kept tree of {hex}");
+        layout.tree(&hex)
+    } else {
+        let tree = trees::materialize(layout, cache, commit)?;
+        debug!("checked out {hex} into {}", tree.display());
+        tree
+    };
 
     let started = clock();
     let log_path = logs::new_path(&layout.logs(), &hex, started)?;
@@ -84,10 +127,25 @@ pub fn apply(
     // moment after this leaves a record that the next pass settles, and a disk too
     // full to hold it stops here, before anything ran.
     attempt.boot_id = crate::host::boot_id();
-    st.attempt = Some(attempt);
+    let attempt_before = st.attempt.replace(attempt);
     let state_path = layout.state_file();
     state::save(&state_path, st)
         .context("failed to record the attempt before starting the entrypoint; nothing was run")?;
+    // `gitops-run freeze` writes its record, then looks for a running attempt; this
+    // pass wrote its attempt, and now looks for a freeze: one of the two sees the
+    // other, so no entrypoint starts after `freeze` returned.
+    if how.honour_freeze && super::freeze::holds_now(layout, clock()) {
+        st.attempt = attempt_before;
+        state::save(&state_path, st)?;
+        info!(
+            "the host was frozen while this pass prepared {}; not running it",
+            short(&hex)
+        );
+        return Ok(Applied {
+            ended: Ended::Held { pending: true },
+            summary: format!("frozen: {} was not applied", short(&hex)),
+        });
+    }
     let env = vec![
         ("GITOPS_COMMIT".to_string(), hex.clone()),
         (
@@ -174,6 +232,7 @@ pub fn apply(
             subject: info_of.subject.clone(),
             commit_time: info_of.time,
             deployed_at: finished,
+            reason: Some(reason),
         });
         st.failing = None;
         state::save(&state_path, st).with_context(|| {

@@ -3,13 +3,14 @@
 //! exit code. The decisions live in `decide`; each phase is a call into the
 //! module that owns it.
 
-mod apply;
+pub mod apply;
 pub mod entrypoint;
-mod lock;
+mod freeze;
+pub mod lock;
 mod reboot;
 mod record;
 mod recover;
-mod sync;
+pub(crate) mod sync;
 
 use anyhow::Result;
 use chrono::Utc;
@@ -22,6 +23,16 @@ use crate::exit::{class_of, Exit};
 use crate::host;
 use crate::log::{info, warn};
 use crate::state::{self, Layout};
+
+/// Take the pass lock if no pass holds it (for operator commands).
+pub fn lock_now(layout: &Layout) -> Result<Option<lock::Lock>> {
+    lock::acquire_within(layout, Duration::ZERO)
+}
+
+/// Take the pass lock, waiting up to `wait` for a running pass to end.
+pub fn lock_within(layout: &Layout, wait: Duration) -> Result<Option<lock::Lock>> {
+    lock::acquire_within(layout, wait)
+}
 
 /// How long a pass a push asked for waits for another pass to end.
 pub const LOCK_WAIT_FOR_PUSH: Duration = Duration::from_secs(40 * 60);
@@ -52,17 +63,20 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
             Err(e) => warn!("{e:#}"),
         }
     }
+    let (freeze, freeze_signal) = freeze::check(layout, started_at)?;
+    let frozen = freeze.holds(started_at);
     let mut st = recover::load_state(cfg, layout)?;
     let loaded = layout.state_file().exists().then(|| st.clone());
     recover::clean_up(layout, &mut st, started_at)?;
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
 
-    let synced = sync::sync(cfg, layout, &mut st, started_at, Utc::now);
+    let synced = sync::sync(cfg, layout, &mut st, started_at, Utc::now, frozen);
     if let Ok(s) = &synced {
         info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
     }
     let machine = host::Facts::gather();
-    let (review, reboot_failed) = reboot::review(&cfg.reboot, layout, &st, &machine, Utc::now());
+    let (review, reboot_failed) =
+        reboot::review(&cfg.reboot, layout, &st, &machine, Utc::now(), frozen);
     st.reboot = review.state.clone();
     let ended = match &synced {
         Ok(s) => s.ended.clone(),
@@ -89,7 +103,11 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     if let Some(target) = &cfg.notify {
         let alerts = st.notify.clone();
         let facts = record::facts(cfg, &st, previous, &synced, &out, elapsed);
-        let channels = [("deploy", out.signal.clone()), ("reboot", review.signal)];
+        let channels = [
+            ("deploy", out.signal.clone()),
+            ("reboot", review.signal),
+            ("freeze", freeze_signal),
+        ];
         crate::notify::report::notify(target, &facts, &mut st.notify, channels);
         if st.notify != alerts {
             if let Err(e) = state::save(&layout.state_file(), &st) {

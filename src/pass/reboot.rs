@@ -21,6 +21,7 @@ pub fn review(
     st: &State,
     facts: &host::Facts,
     now: DateTime<Utc>,
+    frozen: bool,
 ) -> (Review, bool) {
     let (before, failed, mut notes) = reboot::follow_up(
         &st.reboot,
@@ -41,6 +42,7 @@ pub fn review(
         Policy {
             grace: cfg.grace,
             splay: cfg.splay,
+            held: frozen,
         },
         &before,
     );

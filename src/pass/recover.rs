@@ -74,6 +74,7 @@ fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc
             subject: attempt.subject.clone(),
             commit_time: None,
             deployed_at: now,
+            reason: Some(attempt.reason),
         };
         st.mark_deployed(d);
         st.failing = None;

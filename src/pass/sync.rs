@@ -33,10 +33,11 @@ pub fn sync(
     st: &mut State,
     now: DateTime<Utc>,
     clock: Clock,
+    frozen: bool,
 ) -> Result<Synced> {
     let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     let attempt_before = st.attempt.clone();
-    let first = match sync_with(cfg, layout, st, now, clock, &cache) {
+    let first = match sync_with(cfg, layout, st, now, clock, frozen, &cache) {
         Ok(synced) => return Ok(synced),
         Err(e) => e,
     };
@@ -56,7 +57,7 @@ pub fn sync(
     );
     let cache = cache.rebuild(&cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     st.deepened_for = None;
-    sync_with(cfg, layout, st, now, clock, &cache)
+    sync_with(cfg, layout, st, now, clock, frozen, &cache)
         .map_err(|e| disk_full_is_not_a_fetch_error(e, layout))
 }
 
@@ -66,6 +67,7 @@ fn sync_with(
     st: &mut State,
     now: DateTime<Utc>,
     clock: Clock,
+    frozen: bool,
     cache: &Cache,
 ) -> Result<Synced> {
     let deployed = deployed_id(st)?;
@@ -99,14 +101,15 @@ fn sync_with(
         commits: Vec::new(),
         commits_omitted: 0,
     };
-    let plan = decide::plan::plan(
+    let plan = decide::plan::plan(&decide::plan::Situation {
         class,
-        &remote_hex,
-        st.failing.as_ref(),
-        cfg.allow_rewrite,
-        cfg.once,
+        remote: &remote_hex,
+        failing: st.failing.as_ref(),
+        allow_rewrite: cfg.allow_rewrite,
+        force_retry: cfg.once,
+        frozen,
         now,
-    );
+    });
     match plan {
         Plan::Nothing => {
             st.failing = None;
@@ -141,6 +144,15 @@ fn sync_with(
                 ),
             ))
         }
+        Plan::Held(c) => Ok(synced(
+            Ended::Held { pending: true },
+            format!(
+                "frozen: remote {} on {} is not applied ({}); `gitops-run plan` shows what would change, `gitops-run unfreeze` resumes",
+                short(&remote_hex),
+                cfg.branch,
+                c.as_str()
+            ),
+        )),
         Plan::Refuse(c) => {
             let d = deployed.map(|d| d.to_string()).unwrap_or_default();
             Ok(synced(
@@ -153,7 +165,8 @@ fn sync_with(
         }
         Plan::Apply(reason) => {
             let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
-            let applied = apply::apply(cfg, layout, st, cache, remote, reason, clock)?;
+            let applied =
+                apply::apply(cfg, layout, st, cache, remote, reason, apply::How::pass(clock))?;
             Ok(Synced {
                 commits,
                 commits_omitted,
@@ -179,7 +192,7 @@ fn disk_full_is_not_a_fetch_error(e: anyhow::Error, layout: &Layout) -> anyhow::
     )
 }
 
-fn deployed_id(st: &State) -> Result<Option<ObjectId>> {
+pub(crate) fn deployed_id(st: &State) -> Result<Option<ObjectId>> {
     let Some(d) = &st.deployed else {
         return Ok(None);
     };
@@ -221,7 +234,7 @@ fn refusal(cfg: &PassSettings, c: Classification, deployed: &str, remote: &str) 
 /// Classify the remote tip against the deployed commit. In a shallow cache a missing
 /// merge base may only mean missing history, so deepen before calling it diverged,
 /// once per remote tip: a refused tip does not make every pass fetch all history.
-fn classify(
+pub(crate) fn classify(
     cfg: &PassSettings,
     cache: &Cache,
     st: &mut State,

@@ -25,6 +25,10 @@ pub struct Deployed {
     pub subject: String,
     pub commit_time: Option<DateTime<Utc>>,
     pub deployed_at: DateTime<Utc>,
+    /// Why it was deployed (`initial`, `new`, `retry`, `rewrite`, `rollback`, ...);
+    /// absent in records written before the reason was kept.
+    #[serde(default)]
+    pub reason: Option<Reason>,
 }
 
 /// How an attempt to apply a commit ended.
@@ -257,12 +261,14 @@ mod tests {
             subject: "one".into(),
             commit_time: None,
             deployed_at: Utc::now(),
+            reason: None,
         });
         s.mark_deployed(Deployed {
             commit: "b".into(),
             subject: "two".into(),
             commit_time: None,
             deployed_at: Utc::now(),
+            reason: None,
         });
         save(&path, &s).unwrap();
         let back = load(&path).unwrap().unwrap();

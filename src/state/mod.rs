@@ -2,6 +2,7 @@
 //! written durably. Everything gitops-run remembers between passes lives here.
 
 mod file;
+pub mod freeze;
 pub mod logs;
 pub mod trees;
 
@@ -46,6 +47,10 @@ impl Layout {
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
+    }
+    /// The operator's freeze, apart from `state.json` so that nothing can lose it.
+    pub fn freeze_file(&self) -> PathBuf {
+        self.root.join("freeze.json")
     }
     /// Written by the entrypoint's own process before it starts, removed when it ends.
     pub fn pid_file(&self) -> PathBuf {

@@ -1,0 +1,321 @@
+//! `gitops-run plan`: fetch and show what the next pass would do, changing nothing
+//! on the host (no tree, no `current`, no attempt, no `state.json`; only the cache
+//! learns the new objects). Exit codes follow `terraform plan -detailed-exitcode`:
+//! 0 nothing to do, 2 changes pending, otherwise what a pass would exit with.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::Duration;
+
+use crate::config::PassSettings;
+use crate::decide::plan::{self as decide_plan, Plan, Situation};
+use crate::decide::{Classification, Reason};
+use crate::exit::{fail, Exit};
+use crate::git::{Cache, FileChange, History, ObjectId};
+use crate::log::{short, utc};
+use crate::state::freeze::{self, FreezeState};
+use crate::state::{self, Layout, State};
+
+/// How long `plan` waits for a running pass to release the lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Commits listed at most.
+pub const MAX_COMMITS: usize = 50;
+/// Version of the `plan --json` document.
+pub const PLAN_SCHEMA: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct PlanDoc {
+    pub schema: u32,
+    pub state_dir: String,
+    pub repo: String,
+    pub branch: String,
+    pub deployed: Option<String>,
+    pub remote: String,
+    pub classification: Classification,
+    pub frozen: Option<FrozenDoc>,
+    /// `off` until signature verification is configured.
+    pub verification: String,
+    /// Commits the pass would apply, newest first.
+    pub commits: Vec<CommitDoc>,
+    pub commits_omitted: usize,
+    pub files: Vec<FileChange>,
+    pub entrypoint_changed: bool,
+    pub reboot_file_changed: bool,
+    pub action: ActionDoc,
+    pub exit_code: u8,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrozenDoc {
+    pub reason: String,
+    pub by: String,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CommitDoc {
+    pub commit: String,
+    pub subject: String,
+    pub author: String,
+    pub signature: String,
+}
+
+/// What the pass would do.
+#[derive(Debug, Serialize)]
+pub struct ActionDoc {
+    /// `nothing`, `apply`, `wait`, `refuse` or `held`.
+    pub kind: &'static str,
+    pub reason: Option<Reason>,
+    pub until: Option<DateTime<Utc>>,
+    pub detail: String,
+}
+
+pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
+    crate::state::prepare_dir(&layout.root)?;
+    let Some(_lock) = crate::pass::lock_within(layout, LOCK_WAIT)? else {
+        return Err(fail(
+            Exit::Internal,
+            format!(
+                "a pass holds the lock on {} (it is fetching or applying now); plan again when it has ended",
+                layout.lock().display()
+            ),
+        ));
+    };
+    let loaded = state::load(&layout.state_file())?;
+    let mut st = loaded.unwrap_or_else(|| State::new(&cfg.repo.redacted, &cfg.branch));
+    let now = Utc::now();
+    let frozen = freeze::load(&layout.freeze_file());
+    let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo)?;
+    let deployed = crate::pass::sync::deployed_id(&st)?;
+    let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout)?;
+    let class = crate::pass::sync::classify(cfg, &cache, &mut st, deployed, remote)?;
+    let remote_hex = remote.to_string();
+    let decision = decide_plan::plan(&Situation {
+        class,
+        remote: &remote_hex,
+        failing: st.failing.as_ref(),
+        allow_rewrite: cfg.allow_rewrite,
+        force_retry: false,
+        frozen: frozen.holds(now),
+        now,
+    });
+    let doc = document(
+        layout, cfg, &cache, deployed, remote, class, &frozen, &decision,
+    )?;
+    let text = if json {
+        serde_json::to_string_pretty(&doc)? + "\n"
+    } else {
+        render(&doc)
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(exit_of(&decision))
+}
+
+fn exit_of(p: &Plan) -> Exit {
+    match p {
+        Plan::Nothing => Exit::Ok,
+        Plan::Apply(_) | Plan::Held(_) => Exit::Pending,
+        Plan::Wait { .. } => Exit::EntrypointFailed,
+        Plan::Refuse(_) => Exit::Refused,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn document(
+    layout: &Layout,
+    cfg: &PassSettings,
+    cache: &Cache,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+    class: Classification,
+    frozen: &FreezeState,
+    decision: &Plan,
+) -> Result<PlanDoc> {
+    let pending = deployed != Some(remote);
+    let (lines, omitted) = if pending {
+        cache.commits_between(deployed, remote, MAX_COMMITS)
+    } else {
+        (Vec::new(), 0)
+    };
+    let commits = lines
+        .into_iter()
+        .map(|l| {
+            let author = ObjectId::from_hex(l.id.as_bytes())
+                .ok()
+                .and_then(|id| cache.commit_info(id).ok())
+                .map(|i| i.author)
+                .unwrap_or_default();
+            CommitDoc {
+                commit: l.id,
+                subject: l.subject,
+                author,
+                signature: "not verified (verification is off)".into(),
+            }
+        })
+        .collect();
+    let files = if pending {
+        cache.diff_stat(deployed.filter(|d| cache.has_commit(d)), remote)?
+    } else {
+        Vec::new()
+    };
+    let touches = |p: &str| {
+        files
+            .iter()
+            .any(|f| f.path == p || f.old_path.as_deref() == Some(p))
+    };
+    let entrypoint_changed = touches(&cfg.entrypoint);
+    let reboot_file_changed = touches(&cfg.reboot.file);
+    let action = match decision {
+        Plan::Nothing => ActionDoc {
+            kind: "nothing",
+            reason: None,
+            until: None,
+            detail: format!("up to date at {}", short(&remote.to_string())),
+        },
+        Plan::Apply(reason) => ActionDoc {
+            kind: "apply",
+            reason: Some(*reason),
+            until: None,
+            detail: format!(
+                "check out {} and run {} (reason {})",
+                short(&remote.to_string()),
+                cfg.entrypoint,
+                reason.as_str()
+            ),
+        },
+        Plan::Wait { until, failures } => ActionDoc {
+            kind: "wait",
+            reason: Some(Reason::Retry),
+            until: Some(*until),
+            detail: format!(
+                "{} failed {failures} time(s); retried at {} (or now with `gitops-run --once`)",
+                short(&remote.to_string()),
+                utc(until)
+            ),
+        },
+        Plan::Refuse(c) => ActionDoc {
+            kind: "refuse",
+            reason: None,
+            until: None,
+            detail: format!(
+                "refuse: history was rewritten ({}); nothing would change; deploy it with --allow-rewrite",
+                c.as_str()
+            ),
+        },
+        Plan::Held(_) => ActionDoc {
+            kind: "held",
+            reason: None,
+            until: match frozen {
+                FreezeState::Frozen(f) => f.until,
+                _ => None,
+            },
+            detail: format!("nothing: {}", frozen.describe(&layout.freeze_file())),
+        },
+    };
+    let frozen = match frozen {
+        FreezeState::Thawed => None,
+        FreezeState::Frozen(f) => Some(FrozenDoc {
+            reason: f.reason.clone(),
+            by: f.by.clone(),
+            since: Some(f.since),
+            until: f.until,
+        }),
+        FreezeState::Unreadable(why) => Some(FrozenDoc {
+            reason: format!("the freeze record cannot be read ({why})"),
+            by: String::new(),
+            since: None,
+            until: None,
+        }),
+    };
+    Ok(PlanDoc {
+        schema: PLAN_SCHEMA,
+        state_dir: layout.root.display().to_string(),
+        repo: cfg.repo.redacted.clone(),
+        branch: cfg.branch.clone(),
+        deployed: deployed.map(|d| d.to_string()),
+        remote: remote.to_string(),
+        classification: class,
+        frozen,
+        verification: "off".into(),
+        commits,
+        commits_omitted: omitted,
+        files,
+        entrypoint_changed,
+        reboot_file_changed,
+        action,
+        exit_code: exit_of(decision).code(),
+    })
+}
+
+fn render(d: &PlanDoc) -> String {
+    let mut out = Vec::new();
+    out.push(format!("repo:          {} (branch {})", d.repo, d.branch));
+    out.push(format!(
+        "deployed:      {}",
+        d.deployed.as_deref().map(short).unwrap_or("nothing yet")
+    ));
+    out.push(format!(
+        "remote:        {} ({})",
+        short(&d.remote),
+        d.classification.as_str()
+    ));
+    if let Some(f) = &d.frozen {
+        let until = f
+            .until
+            .map(|u| format!(" until {}", utc(&u)))
+            .unwrap_or_default();
+        out.push(format!("frozen:        by {}: {}{until}", f.by, f.reason));
+    }
+    out.push(format!("verification:  {}", d.verification));
+    if !d.commits.is_empty() {
+        out.push(format!(
+            "commits:       {}{}",
+            d.commits.len(),
+            if d.commits_omitted > 0 {
+                format!(" (and {} more)", d.commits_omitted)
+            } else {
+                String::new()
+            }
+        ));
+        for c in &d.commits {
+            out.push(format!(
+                "  {} {}  ({})",
+                short(&c.commit),
+                c.subject,
+                c.author
+            ));
+        }
+    }
+    if !d.files.is_empty() {
+        let (ins, del): (u32, u32) = d.files.iter().fold((0, 0), |(i, r), f| {
+            (i + f.insertions.unwrap_or(0), r + f.deletions.unwrap_or(0))
+        });
+        out.push(format!(
+            "files:         {} changed, {ins} insertions(+), {del} deletions(-)",
+            d.files.len()
+        ));
+        let width = d.files.iter().map(|f| f.path.len()).max().unwrap_or(0);
+        for f in &d.files {
+            let counts = match (f.insertions, f.deletions) {
+                (Some(i), Some(r)) => format!("+{i} -{r}"),
+                _ => "binary".into(),
+            };
+            let letter = &f.change[..1].to_uppercase();
+            out.push(format!("  {letter} {:width$} | {counts}", f.path));
+        }
+    }
+    if d.entrypoint_changed {
+        out.push("               the entrypoint changes".into());
+    }
+    if d.reboot_file_changed {
+        out.push("               the reboot request file changes".into());
+    }
+    out.push(format!(
+        "next pass:     {}: {}",
+        d.action.kind, d.action.detail
+    ));
+    out.join("\n") + "\n"
+}
