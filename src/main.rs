@@ -13,6 +13,7 @@ mod pass;
 mod reboot;
 mod repo_url;
 mod report;
+mod secrets;
 mod state;
 mod status;
 mod trees;
