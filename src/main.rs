@@ -11,6 +11,7 @@ mod notify;
 mod ops;
 mod pass;
 mod receive;
+mod secrets;
 mod state;
 
 use anyhow::Result;
@@ -43,6 +44,9 @@ fn run() -> Result<Exit> {
     match settings.action {
         Action::Status { json } => ops::status::show(&layout, json).map(|_| Exit::Ok),
         Action::Receive(args) => receive::run(&args),
+        Action::Recipient { host_key } => {
+            secrets::run_recipient(host_key.as_deref()).map(|_| Exit::Ok)
+        }
         Action::Plan { json, settings } => {
             log::set_secrets(settings.secrets());
             ops::plan::plan(&layout, &settings, json)

@@ -165,6 +165,23 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_TRIGGER_FILE", value_name = "FILE")]
     pub trigger_file: Option<PathBuf>,
 
+    /// Decrypt the commit's *.age files for the entrypoint (on), or treat them as ordinary files (off)
+    #[arg(long, env = "GITOPS_SECRETS", value_name = "on|off", default_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    pub secrets: bool,
+
+    /// age identity to decrypt secrets with (native AGE-SECRET-KEY file or SSH private key); repeatable [default: the SSH host key]
+    #[arg(
+        long = "age-identity",
+        env = "GITOPS_AGE_IDENTITY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub age_identities: Vec<PathBuf>,
+
+    /// RAM-backed directory for decrypted secrets [default: $RUNTIME_DIRECTORY/secrets, else below /run/gitops-run]
+    #[arg(long, env = "GITOPS_SECRETS_ROOT", value_name = "DIR")]
+    pub secrets_root: Option<PathBuf>,
+
     /// How many checked-out trees to keep, the deployed one included
     #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub keep_trees: u32,
@@ -218,6 +235,12 @@ pub enum Command {
     },
     /// Receive authenticated push webhooks and ask for a pass (runs unprivileged)
     Receive(crate::receive::ReceiveArgs),
+    /// Print this host's age recipient (from its SSH host key), to encrypt secrets for it
+    Recipient {
+        /// The host key to use, public (.pub) or private [default: /etc/ssh/ssh_host_ed25519_key.pub, then the RSA key]
+        #[arg(long, value_name = "FILE")]
+        host_key: Option<PathBuf>,
+    },
 }
 
 const MINUTE: u64 = 60;
@@ -260,6 +283,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_WEBHOOK_REMINDER",
     "GITOPS_VERBOSE",
     "GITOPS_TRIGGER_FILE",
+    "GITOPS_SECRETS",
+    "GITOPS_AGE_IDENTITY",
+    "GITOPS_SECRETS_ROOT",
 ];
 
 pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {

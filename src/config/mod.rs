@@ -51,6 +51,18 @@ pub enum Action {
         settings: Box<PassSettings>,
     },
     Receive(Box<crate::receive::ReceiveArgs>),
+    Recipient {
+        host_key: Option<PathBuf>,
+    },
+}
+
+/// Where a commit's secrets are decrypted, and with what.
+#[derive(Debug, Clone)]
+pub struct SecretsSettings {
+    /// `--age-identity` files; empty: the SSH host keys.
+    pub identities: Vec<PathBuf>,
+    /// The RAM-backed directory holding `<commit>/` and `current`.
+    pub root: PathBuf,
 }
 
 /// What an operator command needs to tell the world about itself: where to send
@@ -80,6 +92,8 @@ pub struct PassSettings {
     pub notify: Option<Target>,
     /// The push receiver's trigger file, removed by each pass before it fetches.
     pub trigger_file: Option<PathBuf>,
+    /// `None` with `--secrets off`: `*.age` files are ordinary files then.
+    pub secrets: Option<SecretsSettings>,
 }
 
 /// Where reboot requests are read from and how a reboot is carried out.
@@ -179,7 +193,7 @@ pub fn resolve(
         Some(cli::Command::Status { json }) => Action::Status { json },
         Some(cli::Command::Plan { json, pass }) => Action::Plan {
             json,
-            settings: Box::new(pass_settings(pass, false, cwd, creds)?),
+            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir)?),
         },
         Some(cli::Command::Freeze {
             reason,
@@ -198,10 +212,13 @@ pub fn resolve(
         Some(cli::Command::Rollback { commit, wait, pass }) => Action::Rollback {
             commit,
             wait,
-            settings: Box::new(pass_settings(pass, false, cwd, creds)?),
+            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir)?),
         },
         Some(cli::Command::Receive(args)) => Action::Receive(Box::new(args)),
-        None => Action::Pass(Box::new(pass_settings(cli.pass, cli.once, cwd, creds)?)),
+        Some(cli::Command::Recipient { host_key }) => Action::Recipient { host_key },
+        None => Action::Pass(Box::new(pass_settings(
+            cli.pass, cli.once, cwd, creds, &state_dir,
+        )?)),
     };
     Ok(Settings {
         state_dir,
@@ -240,6 +257,7 @@ fn pass_settings(
     once: bool,
     cwd: &Path,
     credentials_dir: Option<&Path>,
+    state_dir: &Path,
 ) -> Result<PassSettings> {
     let Some(repo) = p.repo.as_deref() else {
         return Err(fail(Exit::Usage, "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it"));
@@ -287,6 +305,29 @@ fn pass_settings(
         },
         notify,
         trigger_file: p.trigger_file,
+        secrets: p.secrets.then(|| SecretsSettings {
+            identities: p
+                .age_identities
+                .iter()
+                .map(|f| {
+                    if f.is_absolute() {
+                        f.clone()
+                    } else {
+                        cwd.join(f)
+                    }
+                })
+                .collect(),
+            root: match p.secrets_root {
+                Some(r) if r.is_absolute() => r,
+                Some(r) => cwd.join(r),
+                None => crate::secrets::default_root(
+                    std::env::var_os("RUNTIME_DIRECTORY")
+                        .as_deref()
+                        .map(Path::new),
+                    state_dir,
+                ),
+            },
+        }),
     })
 }
 

@@ -123,6 +123,25 @@ pub fn apply(
         }
     };
 
+    // Secrets first: a commit holding one this host cannot decrypt fails here,
+    // before anything ran, and nothing half-decrypted is left.
+    let prepared = super::secrets::prepare(cfg.secrets.as_ref(), &tree, &hex)?;
+    if let super::secrets::Prepared::Refused(why) = &prepared {
+        let now = clock();
+        attempt.result = AttemptResult::SecretsFailed;
+        attempt.finished_at = Some(now);
+        attempt.log = None;
+        st.attempt = Some(attempt);
+        st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
+        prune_trees(cfg, layout, st);
+        return Ok(Applied {
+            ended: Ended::Failed {
+                commit: hex.clone(),
+            },
+            summary: format!("not running {}: {why}", short(&hex)),
+        });
+    }
+
     // The attempt is on disk before the entrypoint can start: a pass killed at any
     // moment after this leaves a record that the next pass settles, and a disk too
     // full to hold it stops here, before anything ran.
@@ -160,6 +179,13 @@ pub fn apply(
             layout.root.to_string_lossy().into_owned(),
         ),
     ];
+    let mut env = env;
+    if let super::secrets::Prepared::Ready(dir) = &prepared {
+        env.push((
+            "GITOPS_SECRETS_DIR".to_string(),
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
     let header = format!(
         "# gitops-run: {} {} commit {hex} ({}) started {}",
         cfg.entrypoint,
@@ -227,12 +253,14 @@ pub fn apply(
         // once, before anything slow (notifications). Should that save fail, the
         // next pass finds `current` naming the attempted commit and records it.
         trees::switch_current(layout, &hex)?;
+        super::secrets::deployed(cfg.secrets.as_ref(), &hex, &prepared);
         st.mark_deployed(Deployed {
             commit: hex.clone(),
             subject: info_of.subject.clone(),
             commit_time: info_of.time,
             deployed_at: finished,
             reason: Some(reason),
+            secrets: matches!(prepared, super::secrets::Prepared::Ready(_)),
         });
         st.failing = None;
         state::save(&state_path, st).with_context(|| {
@@ -263,6 +291,7 @@ pub fn apply(
         &hex,
         finished,
     ));
+    super::secrets::not_deployed(cfg.secrets.as_ref(), previous.as_deref());
     prune_trees(cfg, layout, st);
     let kept = previous
         .as_deref()

@@ -10,6 +10,7 @@ pub mod lock;
 mod reboot;
 mod record;
 mod recover;
+mod secrets;
 pub(crate) mod sync;
 
 use anyhow::Result;

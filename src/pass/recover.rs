@@ -75,6 +75,7 @@ fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc
             commit_time: None,
             deployed_at: now,
             reason: Some(attempt.reason),
+            secrets: false,
         };
         st.mark_deployed(d);
         st.failing = None;

@@ -75,6 +75,15 @@ fn sync_with(
     // must not leave the host without it (nor its reboot request unread).
     if let Some(d) = deployed {
         restore_current(layout, cache, d)?;
+        let hex = d.to_string();
+        let had_secrets = st.deployed.as_ref().is_some_and(|d| d.secrets);
+        if had_secrets {
+            if let Some(why) =
+                super::secrets::recreate(cfg.secrets.as_ref(), &layout.tree(&hex), &hex)
+            {
+                warn!("{why}");
+            }
+        }
     }
     debug!("fetching {} from {}", cfg.branch, cfg.repo.redacted);
     let remote = cache.fetch(&cfg.repo, &cfg.branch, History::Needed, cfg.fetch_timeout)?;

@@ -29,6 +29,9 @@ pub struct Deployed {
     /// absent in records written before the reason was kept.
     #[serde(default)]
     pub reason: Option<Reason>,
+    /// Whether it came with decrypted secrets (recreated after a reboot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secrets: bool,
 }
 
 /// How an attempt to apply a commit ended.
@@ -44,6 +47,8 @@ pub enum AttemptResult {
     InvalidEntrypoint,
     /// gitops-run was stopped by SIGINT/SIGTERM while the entrypoint ran.
     Interrupted,
+    /// A secret of the commit cannot be decrypted by this host; nothing ran.
+    SecretsFailed,
 }
 
 impl AttemptResult {
@@ -55,6 +60,7 @@ impl AttemptResult {
             AttemptResult::TimedOut => "timed-out",
             AttemptResult::InvalidEntrypoint => "invalid-entrypoint",
             AttemptResult::Interrupted => "interrupted",
+            AttemptResult::SecretsFailed => "secrets-failed",
         }
     }
 }
@@ -262,6 +268,7 @@ mod tests {
             commit_time: None,
             deployed_at: Utc::now(),
             reason: None,
+            secrets: false,
         });
         s.mark_deployed(Deployed {
             commit: "b".into(),
@@ -269,6 +276,7 @@ mod tests {
             commit_time: None,
             deployed_at: Utc::now(),
             reason: None,
+            secrets: false,
         });
         save(&path, &s).unwrap();
         let back = load(&path).unwrap().unwrap();

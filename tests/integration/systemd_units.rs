@@ -385,6 +385,7 @@ fn template_and_plain_units_differ_only_where_they_must() {
                 "Description" => format!("{v} for %i"),
                 "ExecStart" => v.replace("/etc/gitops-run/config", "/etc/gitops-run/%i.conf"),
                 "StateDirectory" => state_dir.clone(),
+                "RuntimeDirectory" => format!("{v}/instances/%i"),
                 "LoadCredential" => v.replace(
                     "/etc/gitops-run/webhook-url",
                     "/etc/gitops-run/%i.webhook-url",
