@@ -5,7 +5,8 @@
 //! * [`bin`]: the `gitops-run` binary under test ([`bin_path`]), with a
 //!   clean environment; [`run`] runs it (or anything else) under a watchdog,
 //!   and [`Spawned`] starts it in the background with a deadline on every
-//!   wait; [`wait_until`] polls a condition, also with a deadline.
+//!   wait; [`wait_until`] and [`poll_until`] poll a condition, also with a
+//!   deadline.
 //! * [`StateDir`] and [`Host`]: a state directory that does not exist yet,
 //!   in a temporary directory, with passes, `status` and the `current` link
 //!   at hand; a host adds the [`Origin`] it deploys from.
@@ -49,12 +50,12 @@ pub use self::clock::{boot_time, due_time, rfc3339};
 pub use self::https::HttpsGitServer;
 pub use self::net::{free_port, ClosedPort};
 pub use self::receiver::{Part, Receiver, Recorded, Reply};
-pub use self::run::{pid_alive, run, wait_until, Run, Spawned};
-pub use self::ssh::SshGitServer;
+pub use self::run::{pid_alive, poll_until, run, wait_until, Run, Spawned};
+pub use self::ssh::{keygen, SshGitServer};
 pub use self::state::{current_in, Host, StateDir};
 pub use self::units::{
     complaints, help_default, read_unit, systemd_analyze, unit_directives, unit_value, UnitRoot,
-    INSTALLED_BINARY,
+    INSTALLED_BINARY, UNITS_DIR,
 };
 pub use self::{http::HttpGitServer, origin::Origin};
 

@@ -267,6 +267,13 @@ impl Spawned {
         spawned
     }
 
+    /// Starts `cmd` with stderr thrown away (`/dev/null`), for a pass that
+    /// relays more output than a test should keep. Stdout goes to the file
+    /// `log`.
+    pub fn with_stderr_discarded(cmd: &mut Command, log: &Path) -> Spawned {
+        Self::with_stderr(cmd, log, Stdio::null())
+    }
+
     fn with_stderr(cmd: &mut Command, log: &Path, stderr: Stdio) -> Spawned {
         let file = File::create(log)
             .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
