@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::run::SAFETY_NET;
-use crate::common::{git_env, run, wait_until, Origin, Spawned, StateDir};
+use crate::common::{bin_path, git_env, run, wait_until, Origin, Spawned, StateDir};
 
 const OPERATIONS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
 const BEGIN: &str = "<!-- cron-entry -->";
@@ -234,7 +234,7 @@ impl CronHost {
                  rc=$?\n\
                  echo \"$rc\" > \"$CRON_TEST_RC\"\n\
                  exit \"$rc\"\n",
-                env!("CARGO_BIN_EXE_gitops-run")
+                bin_path().display()
             ),
         )
         .unwrap();

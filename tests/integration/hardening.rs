@@ -3,38 +3,36 @@
 //! real binary with real Git repositories, real servers on 127.0.0.1 and, for
 //! the disk-full cases, a real small tmpfs.
 //!
-//! Every invocation runs under a watchdog: [`run_watched`] for passes that run
-//! to their end, [`Background`] for passes that a test signals or watches from
-//! outside. A hang fails the test; it never hangs CI.
+//! Every pass runs under the harness's watchdog: [`run`] for passes that run
+//! to their end, [`Spawned`] for passes that a test signals or watches from
+//! outside. A hang fails the test; it never hangs CI. Every pass gets a
+//! reboot command that only records its calls ([`Machine::cmd`]).
 //!
-//! `GITOPS_RUN_BIN`, read only by this file, points the tests at another build
-//! of the binary (e.g. the one before the fix, to see which tests catch the
-//! defects); by default they run `CARGO_BIN_EXE_gitops-run`.
-
-mod common;
+//! `GITOPS_RUN_BIN` points these tests (like all others) at another build of
+//! the binary, e.g. the one before the fix, to see which tests catch the
+//! defects (see `common::bin_path`).
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use common::run::{run_watched, Run};
-use common::{git, git_command, HttpGitServer, HttpsGitServer, Origin, Receiver, Reply};
+use chrono::Utc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tempfile::TempDir;
 
-/// Upper bound for one invocation that should end by itself. Only a safety net
-/// against a hang; never an assertion of speed.
-const SAFETY_NET: Duration = Duration::from_secs(60);
+use crate::common::run::SAFETY_NET;
+use crate::common::{
+    bin, due_time, git, keygen, pid_alive, rfc3339, run, wait_until, HttpGitServer, HttpsGitServer,
+    Origin, Receiver, Reply, Run, Spawned, StateDir,
+};
 
 /// The fetch timeout given to passes against stuck servers.
 const FETCH_TIMEOUT_SECS: u64 = 3;
@@ -44,48 +42,18 @@ const FETCH_TIMEOUT_SECS: u64 = 3;
 /// margin for a loaded machine (and well below ssh's 30 s ConnectTimeout).
 const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(12);
 
-/// Names another build of the binary to test (read by this file only).
-const BIN_OVERRIDE: &str = "GITOPS_RUN_BIN";
-
 /// The entrypoint most tests commit: appends the commit it applies to
 /// `$GITOPS_STATE_DIR/ran`, one line per run.
 const RECORD: &str = "#!/bin/sh\nprintf '%s\\n' \"$GITOPS_COMMIT\" >> \"$GITOPS_STATE_DIR/ran\"\n";
+
+/// The file [`RECORD`] appends to, in the state directory.
+const RAN: &str = "ran";
 
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
 
-/// The binary under test.
-fn binary() -> PathBuf {
-    match std::env::var_os(BIN_OVERRIDE) {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_gitops-run")),
-    }
-}
-
-/// A command for the binary under test, isolated like `common::bin()`: git's
-/// and the user's configuration kept out, every inherited `GITOPS_*` removed.
-fn gitops() -> Command {
-    let mut cmd = Command::new(binary());
-    common::git_env(&mut cmd);
-    for (name, _) in std::env::vars_os() {
-        if name.as_bytes().starts_with(b"GITOPS_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// Polls `cond` until it holds; fails the test after `limit`.
-#[track_caller]
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
+/// The lines of the file at `path` (none if it does not exist).
 fn read_lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap_or_default()
@@ -94,39 +62,23 @@ fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn parse_json(text: &str, what: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("{what} is not JSON ({err}):\n{text}"))
+/// One machine under test: a [`StateDir`] (created by the binary) whose
+/// passes get a reboot command that records its calls and never reboots.
+struct Machine {
+    state: StateDir,
 }
 
-/// Neither a panic nor a backtrace in the output.
-#[track_caller]
-fn assert_no_panic(run: &Run) {
-    for bad in ["panicked", "RUST_BACKTRACE", "stack backtrace"] {
-        assert!(!run.stderr.contains(bad), "{bad:?} in stderr:\n{run}");
-        assert!(!run.stdout.contains(bad), "{bad:?} in stdout:\n{run}");
-    }
-}
-
-/// One host: a temporary directory holding the state directory (created by
-/// the binary) and whatever the test records next to it.
-struct Host {
-    dir: TempDir,
-    state: PathBuf,
-}
-
-impl Host {
-    fn new() -> Host {
-        let dir = tempfile::Builder::new()
-            .prefix("gitops-run-hardening-")
-            .tempdir()
-            .expect("create the host's temporary directory");
-        let state = dir.path().join("state");
-        Host { dir, state }
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            state: StateDir::new(),
+        }
     }
 
-    /// A path in the host's directory, outside the state directory.
+    /// A path in the machine's temporary directory, outside the state
+    /// directory.
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.state.dir().join(name)
     }
 
     /// The reboot command every pass gets unless a test gives its own: it
@@ -141,11 +93,7 @@ impl Host {
 
     /// `gitops-run --repo REPO --state-dir STATE [--reboot-command ...] EXTRA`.
     fn cmd(&self, repo: &str, extra: &[&str]) -> Command {
-        let mut cmd = gitops();
-        cmd.arg("--repo")
-            .arg(repo)
-            .arg("--state-dir")
-            .arg(&self.state);
+        let mut cmd = self.state.pass_cmd(repo, &[]);
         if !extra.contains(&"--reboot-command") {
             cmd.arg("--reboot-command").arg(self.reboot_command());
         }
@@ -154,60 +102,45 @@ impl Host {
     }
 
     fn pass(&self, repo: &str, extra: &[&str]) -> Run {
-        run_watched(self.cmd(repo, extra), SAFETY_NET)
+        run(&mut self.cmd(repo, extra))
     }
 
     /// A pass with `GITOPS_FETCH_TIMEOUT` set. The variable rather than the
     /// flag: a build without the option ignores it, so there the test shows
     /// the hang itself instead of a usage error.
     fn pass_with_fetch_timeout(&self, repo: &str, extra: &[&str]) -> Run {
-        let mut cmd = self.cmd(repo, extra);
-        cmd.env("GITOPS_FETCH_TIMEOUT", format!("{FETCH_TIMEOUT_SECS}s"));
-        run_watched(cmd, Duration::from_secs(40))
+        run(self
+            .cmd(repo, extra)
+            .env("GITOPS_FETCH_TIMEOUT", format!("{FETCH_TIMEOUT_SECS}s")))
     }
 
-    fn status_run(&self, json: bool) -> Run {
-        let mut cmd = gitops();
-        cmd.arg("status").arg("--state-dir").arg(&self.state);
-        if json {
-            cmd.arg("--json");
-        }
-        let run = run_watched(cmd, SAFETY_NET);
-        run.assert_code(0);
-        run
+    /// Starts a pass in the background, its output going to a log file in
+    /// the machine's temporary directory.
+    fn spawn(&self, repo: &str, extra: &[&str]) -> Spawned {
+        Spawned::start(&mut self.cmd(repo, extra), &self.next_log())
     }
 
-    fn status(&self) -> Value {
-        let run = self.status_run(true);
-        parse_json(&run.stdout, "status --json")
-    }
-
-    fn state_text(&self) -> String {
-        fs::read_to_string(self.state.join("state.json")).expect("read state.json")
-    }
-
-    fn state_json(&self) -> Value {
-        parse_json(&self.state_text(), "state.json")
+    /// A new log file name for a background pass.
+    fn next_log(&self) -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        self.file(&format!(
+            "background-{}.log",
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ))
     }
 
     fn write_state(&self, state: &Value) {
         let text = serde_json::to_string_pretty(state).expect("serialize state.json");
-        fs::write(self.state.join("state.json"), text).expect("write state.json");
-    }
-
-    /// The commit `current` names (`trees/<commit>`), if it exists.
-    fn current(&self) -> Option<String> {
-        let target = fs::read_link(self.state.join("current")).ok()?;
-        Some(target.file_name()?.to_str()?.to_owned())
+        fs::write(self.state.path().join("state.json"), text).expect("write state.json");
     }
 
     /// What [`RECORD`] wrote: the commits the entrypoint ran for, in order.
     fn runs(&self) -> Vec<String> {
-        read_lines(&self.state.join("ran"))
+        self.state.lines(RAN)
     }
 
     fn cache(&self) -> PathBuf {
-        self.state.join("cache.git")
+        self.state.path().join("cache.git")
     }
 
     /// `git --git-dir cache.git ARGS`.
@@ -215,120 +148,8 @@ impl Host {
         let cache = self.cache();
         let mut all = vec!["--git-dir", cache.to_str().expect("UTF-8 path")];
         all.extend_from_slice(args);
-        git(self.dir.path(), &all)
+        git(self.state.dir(), &all)
     }
-
-    /// Starts a pass in the background, stdout and stderr going to files.
-    fn spawn(&self, repo: &str, extra: &[&str], limit: Duration) -> Background {
-        Background::spawn(self.cmd(repo, extra), self.dir.path(), limit)
-    }
-}
-
-/// A pass running in the background, to be signalled or watched while it runs.
-/// Its output goes to files (nothing can block on a full pipe); it is killed
-/// when dropped, and [`finish`](Self::finish) fails the test if it is still
-/// running after its limit.
-struct Background {
-    child: Option<Child>,
-    out: PathBuf,
-    err: PathBuf,
-    deadline: Instant,
-}
-
-impl Background {
-    fn spawn(cmd: Command, dir: &Path, limit: Duration) -> Background {
-        Background::start(cmd, dir, limit, true)
-    }
-
-    /// Like [`spawn`](Self::spawn), with stderr thrown away (for passes that
-    /// relay huge output).
-    fn spawn_discarding_stderr(cmd: Command, dir: &Path, limit: Duration) -> Background {
-        Background::start(cmd, dir, limit, false)
-    }
-
-    fn start(mut cmd: Command, dir: &Path, limit: Duration, keep_stderr: bool) -> Background {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let out = dir.join(format!("background-{n}.stdout"));
-        let err = if keep_stderr {
-            dir.join(format!("background-{n}.stderr"))
-        } else {
-            PathBuf::from("/dev/null")
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("create the stdout file"))
-            .stderr(
-                fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&err)
-                    .expect("open the stderr file"),
-            );
-        let child = cmd.spawn().expect("start gitops-run");
-        Background {
-            child: Some(child),
-            out,
-            err,
-            deadline: Instant::now() + limit,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal the pass");
-    }
-
-    /// Whether it has ended (without reaping it).
-    fn running(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid())).exists()
-            && proc_state(self.pid()).is_some_and(|s| s != 'Z')
-    }
-
-    /// Waits for the end; fails the test (after killing it) past the limit.
-    fn finish(mut self) -> Run {
-        let mut child = self.child.take().expect("running");
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for gitops-run") {
-                break status;
-            }
-            if Instant::now() >= self.deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("gitops-run did not finish in time (hung?); killed it");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        Run {
-            code: std::os::unix::process::ExitStatusExt::signal(&status)
-                .map(|s| 128 + s)
-                .or(status.code()),
-            stdout: String::from_utf8_lossy(&fs::read(&self.out).unwrap_or_default()).into_owned(),
-            stderr: String::from_utf8_lossy(&fs::read(&self.err).unwrap_or_default()).into_owned(),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The state letter of process `pid` (`R`, `S`, `Z`, ...), if it exists.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    proc_state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// `VmHWM` (peak resident set size) of `pid` in KiB, while it exists.
@@ -344,67 +165,24 @@ fn peak_rss_kib(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// Runs a background pass to its end and returns it with the highest `VmHWM`
-/// seen while it ran.
-fn finish_measuring_rss(pass: Background) -> (Run, u64) {
+/// How often [`finish_measuring_rss`] reads the peak RSS: often enough to see
+/// a pass that ends within a few milliseconds at its peak.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits for a background pass to end and returns how it ended with the
+/// highest `VmHWM` seen while it ran.
+fn finish_measuring_rss(pass: &mut Spawned) -> (ExitStatus, u64) {
     let pid = pass.pid();
+    let deadline = Instant::now() + SAFETY_NET;
     let mut peak = 0;
-    while pass.running() {
+    while pass.is_running() && Instant::now() < deadline {
         if let Some(kib) = peak_rss_kib(pid) {
             peak = peak.max(kib);
         }
-        thread::sleep(Duration::from_millis(5));
+        thread::sleep(RSS_SAMPLE_INTERVAL);
     }
-    (pass.finish(), peak)
-}
-
-/// Makes this test process a child subreaper, so the processes of a killed
-/// pass are re-parented here instead of to PID 1. Some container inits never
-/// reap; a test then reaps a killed pass's orphans itself, as an init would,
-/// with [`GroupReaper`].
-fn become_subreaper() {
-    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-}
-
-/// Reaps the members of one process group as they end, in the background, as
-/// the init of a real host does. Only that group: never a child another test
-/// waits for.
-struct GroupReaper {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl GroupReaper {
-    fn start(pgid: i32) -> GroupReaper {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::StillAlive) | Err(_) => {
-                            thread::sleep(Duration::from_millis(10))
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            })
-        };
-        GroupReaper {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for GroupReaper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    // Fails the test (after killing the pass) if it still runs.
+    (pass.wait(), peak)
 }
 
 /// A small tmpfs mounted for one test (root only), unmounted when dropped.
@@ -423,23 +201,28 @@ impl Tmpfs {
             return None;
         }
         fs::create_dir_all(&path).expect("create the mount point");
-        let status = Command::new("mount")
+        let out = run(Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
             .arg("tmpfs")
-            .arg(&path)
-            .status()
-            .expect("run mount");
+            .arg(&path));
         assert!(
-            status.success(),
-            "mount -t tmpfs at {} failed",
+            out.success(),
+            "mount -t tmpfs at {} failed:\n{out}",
             path.display()
         );
         Some(Tmpfs { path })
+    }
+
+    /// Puts the state directory of `host` on this file system.
+    fn hold_state_of(&self, host: &mut Machine) {
+        host.state.relocate(self.path.join("state"));
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        // Not through the watchdog: a panic while dropping (during the
+        // unwinding of a failed test) would abort the whole test binary.
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
@@ -476,31 +259,6 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// The kernel's boot time (`btime` in /proc/stat).
-fn boot_time() -> DateTime<Utc> {
-    let stat = fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let secs: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .expect("btime in /proc/stat")
-        .trim()
-        .parse()
-        .expect("btime is a number");
-    DateTime::from_timestamp(secs, 0).expect("a valid boot time")
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// A reboot time after this boot and before now: a request that is due.
-fn due_time() -> DateTime<Utc> {
-    std::cmp::max(
-        boot_time() + chrono::Duration::seconds(1),
-        Utc::now() - chrono::Duration::seconds(60),
-    )
 }
 
 /// Accepts connections on 127.0.0.1 and never completes a response: silent
@@ -637,29 +395,6 @@ fn forward(client: TcpStream, backend: SocketAddr) {
     let _ = upstream.join();
 }
 
-/// Generates an ed25519 key pair with the real `ssh-keygen`; returns the
-/// private key's path.
-fn ssh_key(dir: &Path) -> PathBuf {
-    let key = dir.join("id_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "hardening-test",
-            "-f",
-        ])
-        .arg(&key)
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed");
-    key
-}
-
 // ---------------------------------------------------------------------------
 // 1. A Git server that accepts the connection and never answers
 // ---------------------------------------------------------------------------
@@ -676,7 +411,7 @@ const SSH_DRIP: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n";
 /// timeout with exit 3, one error line saying the fetch timed out, and that
 /// error in state.json.
 fn assert_fetch_times_out(url: &str, extra: &[&str]) {
-    let host = Host::new();
+    let host = Machine::new();
     let started = Instant::now();
     let run = host.pass_with_fetch_timeout(url, extra);
     let took = started.elapsed();
@@ -691,7 +426,7 @@ fn assert_fetch_times_out(url: &str, extra: &[&str]) {
         line.contains("timed out"),
         "the error should say the fetch timed out:\n{run}"
     );
-    let st = host.state_json();
+    let st = host.state.state_json();
     let error = st["last_pass"]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("timed out"),
@@ -728,7 +463,8 @@ fn silent_or_dripping_http_server_times_out_with_exit_3() {
 #[test]
 fn silent_or_dripping_ssh_server_times_out_with_exit_3() {
     let keys = tempfile::tempdir().expect("temporary directory");
-    let key = ssh_key(keys.path());
+    let key = keys.path().join("id_ed25519");
+    keygen(&key, "hardening-test");
     let known_hosts = keys.path().join("known_hosts");
     fs::write(&known_hosts, "").expect("write known_hosts");
     let (key, known_hosts) = (key.to_str().unwrap(), known_hosts.to_str().unwrap());
@@ -759,11 +495,11 @@ fn silent_git_server_times_out_with_exit_3_and_the_reboot_review_still_runs() {
     let backend = HttpGitServer::start(origin.root());
     let front = Switch::start(backend.addr());
     let url = format!("http://{}/origin/.git", front.addr);
-    let host = Host::new();
+    let host = Machine::new();
 
     let first = host.pass(&url, &["--reboot-command", "false"]);
     first.assert_code(8);
-    let status = host.status();
+    let status = host.state.status_json();
     assert_eq!(status["deployed"]["commit"], head.as_str(), "{status:#}");
     assert_eq!(status["reboot"]["status"], "pending", "{status:#}");
     assert_eq!(host.reboots(), 0);
@@ -792,15 +528,15 @@ fn reboot_at_at_the_ends_of_the_calendar_is_an_invalid_request_not_a_crash() {
             &[("run.sh", RECORD), ("reboot-at", &format!("{far}\n"))],
             "a reboot far away",
         );
-        let host = Host::new();
+        let host = Machine::new();
         let first = host.pass(&origin.url(), &[]);
         first.assert_code(8);
-        assert_no_panic(&first);
+        first.assert_no_panic();
         assert!(
             first.stderr.contains("invalid reboot request"),
             "{far}:\n{first}"
         );
-        let status = host.status();
+        let status = host.state.status_json();
         assert_eq!(
             status["deployed"]["commit"],
             head.as_str(),
@@ -832,7 +568,7 @@ fn durations_that_would_overflow_later_are_refused_when_options_are_read() {
         ("--reboot-grace", "9999999999d"),
         ("--reboot-splay", "99999999999999999"),
     ] {
-        let host = Host::new();
+        let host = Machine::new();
         let run = host.pass(&origin.url(), &[option, value]);
         run.assert_code(2);
         let line = run.assert_one_clean_error();
@@ -845,7 +581,7 @@ fn durations_that_would_overflow_later_are_refused_when_options_are_read() {
             "{option} {value}: the entrypoint ran"
         );
         assert!(
-            !host.state.join("state.json").exists(),
+            !host.state.path().join("state.json").exists(),
             "{option} {value}: a usage error must not record a pass"
         );
     }
@@ -861,22 +597,20 @@ fn durations_that_would_overflow_later_are_refused_when_options_are_read() {
 fn success_is_kept_when_the_pass_is_killed_while_notifying() {
     let (origin, head) = recording_origin();
     let receiver = Receiver::start(vec![Reply::Hang]);
-    let host = Host::new();
+    let host = Machine::new();
     let hook = receiver.url("/hook");
-    let pass = host.spawn(
+    let mut pass = host.spawn(
         &origin.url(),
         &["--webhook-url", &hook, "--webhook-timeout", "5m"],
-        SAFETY_NET,
     );
     let got = receiver.wait_for(1, SAFETY_NET);
     assert_eq!(got.len(), 1, "the pass never notified");
     assert!(
-        pass.running(),
+        pass.is_running(),
         "the pass should still wait for the receiver"
     );
-    pass.signal(Signal::SIGKILL);
-    let killed = pass.finish();
-    assert_eq!(killed.code, Some(128 + 9), "{killed}");
+    let killed = pass.kill();
+    assert_eq!(killed.signal(), Some(9), "{killed}:\n{}", pass.log());
     assert_eq!(host.runs(), vec![head.clone()]);
 
     let next = host.pass(&origin.url(), &[]);
@@ -886,7 +620,7 @@ fn success_is_kept_when_the_pass_is_killed_while_notifying() {
         vec![head.clone()],
         "the entrypoint ran again:\n{next}"
     );
-    let status = host.status();
+    let status = host.state.status_json();
     assert_eq!(status["deployed"]["commit"], head.as_str(), "{status:#}");
     assert_eq!(status["current"], head.as_str(), "{status:#}");
     assert_eq!(status["consecutive_failures"], 0, "{status:#}");
@@ -898,11 +632,11 @@ fn success_is_kept_when_the_pass_is_killed_while_notifying() {
 /// the commit is recorded as deployed without running it again.
 #[test]
 fn success_is_kept_when_the_entrypoint_fills_the_disk() {
-    let mut host = Host::new();
+    let mut host = Machine::new();
     let Some(disk) = Tmpfs::mount(host.file("disk"), "8m") else {
         return;
     };
-    host.state = disk.path.join("state");
+    disk.hold_state_of(&mut host);
     let filler = disk.path.join("filler");
     let runs = host.file("entrypoint-runs");
     let script = format!(
@@ -925,7 +659,7 @@ fn success_is_kept_when_the_entrypoint_fills_the_disk() {
         "the error should say the disk is full:\n{first}"
     );
     assert_eq!(read_lines(&runs), expected);
-    assert_eq!(host.current().as_deref(), Some(head.as_str()));
+    assert_eq!(host.state.current().as_deref(), Some(head.as_str()));
 
     let second = host.pass(&origin.url(), &[]);
     assert!(second.stderr.contains("disk full"), "{second}");
@@ -943,7 +677,7 @@ fn success_is_kept_when_the_entrypoint_fills_the_disk() {
         expected,
         "the entrypoint ran again:\n{third}"
     );
-    let status = host.status();
+    let status = host.state.status_json();
     assert_eq!(status["deployed"]["commit"], head.as_str(), "{status:#}");
     drop(disk);
 }
@@ -956,10 +690,14 @@ fn success_is_kept_when_the_entrypoint_fills_the_disk() {
 /// pass dies at the earliest moment after the fork, whatever it recorded by
 /// then; that copy stays (sleeping). Each copy registers its pid
 /// and records any other copy it finds alive, so two copies at once would show.
+///
+/// The orphaned copy is re-parented to init, which reaps it once the next
+/// pass stops it. (This test does not make the test process a child
+/// subreaper: that setting is process-wide, and in the one test binary it
+/// would adopt the orphans of every other test running at the same time.)
 #[test]
 fn pass_killed_right_after_starting_the_entrypoint_never_leaves_two_copies_running() {
-    become_subreaper();
-    let host = Host::new();
+    let host = Machine::new();
     let marks = host.file("marks");
     fs::create_dir_all(marks.join("pids")).expect("create the marks directory");
     let script = format!(
@@ -988,14 +726,16 @@ echo $$ >> "$d/done"
     let mut origin = Origin::new();
     let head = origin.commit(&[("run.sh", &script)], "kills its pass");
 
-    let first = host.spawn(&origin.url(), &[], SAFETY_NET).finish();
+    let mut first = host.spawn(&origin.url(), &[]);
+    let status = first.wait();
     assert_eq!(
-        first.code,
-        Some(128 + 9),
-        "the entrypoint should have killed its pass:\n{first}"
+        status.signal(),
+        Some(9),
+        "the entrypoint should have killed its pass ({status}):\n{}",
+        first.log()
     );
     let pid_file = marks.join("first").join("pid");
-    wait_until("the first copy's pid", SAFETY_NET, || {
+    wait_until("the first copy's pid", || {
         fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
     });
     let orphan: i32 = fs::read_to_string(&pid_file)
@@ -1003,12 +743,11 @@ echo $$ >> "$d/done"
         .trim()
         .parse()
         .expect("a pid");
-    let _reaper = GroupReaper::start(orphan);
-    assert!(alive(orphan), "the first copy should still be running");
+    assert!(pid_alive(orphan), "the first copy should still be running");
 
     let next = host.pass(&origin.url(), &["--once"]);
     let overlap = fs::read_to_string(marks.join("overlap")).unwrap_or_default();
-    let orphan_alive = alive(orphan);
+    let orphan_alive = pid_alive(orphan);
     let _ = kill(Pid::from_raw(-orphan), Signal::SIGKILL);
     assert!(
         overlap.is_empty(),
@@ -1020,7 +759,10 @@ echo $$ >> "$d/done"
     );
     next.assert_code(0);
     assert_eq!(read_lines(&marks.join("done")).len(), 1, "{next}");
-    assert_eq!(host.status()["deployed"]["commit"], head.as_str());
+    assert_eq!(
+        host.state.status_json()["deployed"]["commit"],
+        head.as_str()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1050,31 +792,26 @@ fn temporary_packs_of_killed_fetches_are_removed_by_the_next_pass() {
     )
     .expect("write the big file");
     let head = origin.commit(&[("run.sh", RECORD)], "a big random file");
-    let host = Host::new();
+    let host = Machine::new();
     let pack_dir = host.cache().join("objects").join("pack");
 
     let mut seen = Vec::new();
     for round in 0..3 {
         let before = temporary_files(&pack_dir);
-        let pass = host.spawn(&origin.url(), &[], SAFETY_NET);
+        let mut pass = host.spawn(&origin.url(), &[]);
         let mut fresh = Vec::new();
-        wait_until(
-            "a temporary pack or the end of the pass",
-            SAFETY_NET,
-            || {
-                fresh = temporary_files(&pack_dir)
-                    .into_iter()
-                    .filter(|n| !before.contains(n))
-                    .collect();
-                !fresh.is_empty() || !pass.running()
-            },
-        );
+        wait_until("a temporary pack or the end of the pass", || {
+            fresh = temporary_files(&pack_dir)
+                .into_iter()
+                .filter(|n| !before.contains(n))
+                .collect();
+            !fresh.is_empty() || !pass.is_running()
+        });
         assert!(
             !fresh.is_empty(),
             "round {round}: the pass ended before a temporary pack appeared (fetch too quick to interrupt?)"
         );
-        pass.signal(Signal::SIGKILL);
-        pass.finish();
+        pass.kill();
         seen.extend(fresh);
     }
     assert!(
@@ -1104,23 +841,20 @@ fn short_https_password_appears_nowhere() {
     let receiver = Receiver::start(Vec::new());
     // The right password, and a wrong one that the server refuses.
     for (password, code) in [("pw1", 0), ("pw2", 3)] {
-        let host = Host::new();
+        let host = Machine::new();
         let url = server.url_with_credentials("deploy", password, "origin/.git");
-        let mut cmd = host.cmd(&url, &["--webhook-url", &receiver.url("/hook")]);
-        cmd.env("GIT_SSL_CAINFO", server.ca_cert());
-        let run = run_watched(cmd, SAFETY_NET);
+        let run = run(host
+            .cmd(&url, &["--webhook-url", &receiver.url("/hook")])
+            .env("GIT_SSL_CAINFO", server.ca_cert()));
         run.assert_code(code);
         if code == 0 {
             assert_eq!(host.runs(), vec![head.clone()]);
         }
-        let text = host.status_run(false);
-        let json = host.status_run(true);
         let places = [
             ("the pass's stdout", run.stdout.clone()),
             ("the pass's stderr", run.stderr.clone()),
-            ("state.json", host.state_text()),
-            ("status", format!("{}{}", text.stdout, text.stderr)),
-            ("status --json", format!("{}{}", json.stdout, json.stderr)),
+            ("state.json", host.state.state_json_text()),
+            ("status and status --json", host.state.all_status_output()),
         ];
         for (place, content) in places {
             assert!(
@@ -1159,28 +893,31 @@ fn entrypoint_output_without_newlines_keeps_the_pass_small() {
         )],
         "200 MB without a newline",
     );
-    let host = Host::new();
+    let host = Machine::new();
     // 200 MB of output to the journal: nowhere, here.
-    let pass = Background::spawn_discarding_stderr(
-        host.cmd(&origin.url(), &[]),
-        host.dir.path(),
-        SAFETY_NET,
+    let mut pass =
+        Spawned::with_stderr_discarded(&mut host.cmd(&origin.url(), &[]), &host.next_log());
+    let (status, peak) = finish_measuring_rss(&mut pass);
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", pass.log());
+    assert_eq!(
+        host.state.status_json()["deployed"]["commit"],
+        head.as_str()
     );
-    let (run, peak) = finish_measuring_rss(pass);
-    run.assert_code(0);
-    assert_eq!(host.status()["deployed"]["commit"], head.as_str());
     assert!(
         peak < MAX_PASS_RSS_KIB,
         "peak RSS {peak} KiB while relaying 200 MB without a newline (limit {MAX_PASS_RSS_KIB} KiB)"
     );
 }
 
-/// Peak RSS of a second pass (nothing new to fetch or check out) on `origin`.
-fn peak_rss_of_a_no_op_pass(host: &Host, origin: &Origin, code: i32) -> (Run, u64) {
+/// Peak RSS of a second pass (nothing new to fetch or check out) on
+/// `origin`, and what that pass wrote.
+fn peak_rss_of_a_no_op_pass(host: &Machine, origin: &Origin, code: i32) -> (String, u64) {
     host.pass(&origin.url(), &[]).assert_code(code);
-    let (run, peak) = finish_measuring_rss(host.spawn(&origin.url(), &[], SAFETY_NET));
-    run.assert_code(code);
-    (run, peak)
+    let mut pass = host.spawn(&origin.url(), &[]);
+    let (status, peak) = finish_measuring_rss(&mut pass);
+    let log = pass.log();
+    assert_eq!(status.code(), Some(code), "{status}:\n{log}");
+    (log, peak)
 }
 
 /// An 8 MB `reboot-at` is an invalid request, and reviewing it does not read
@@ -1194,17 +931,17 @@ fn huge_reboot_at_is_an_invalid_request_read_bounded() {
         &[("run.sh", RECORD), ("reboot-at", &"x".repeat(SIZE))],
         "an 8 MB reboot-at",
     );
-    let host = Host::new();
+    let host = Machine::new();
     let (second, peak) = peak_rss_of_a_no_op_pass(&host, &origin, 8);
-    assert!(second.stderr.contains("invalid reboot request"), "{second}");
-    let status = host.status();
+    assert!(second.contains("invalid reboot request"), "{second}");
+    let status = host.state.status_json();
     assert_eq!(status["deployed"]["commit"], head.as_str(), "{status:#}");
     assert_eq!(status["reboot"]["status"], "invalid", "{status:#}");
     assert_eq!(host.reboots(), 0);
     assert_eq!(host.runs(), vec![head]);
 
     let (control_origin, _) = recording_origin();
-    let (_, control) = peak_rss_of_a_no_op_pass(&Host::new(), &control_origin, 0);
+    let (_, control) = peak_rss_of_a_no_op_pass(&Machine::new(), &control_origin, 0);
     let limit = control + (SIZE / 2 / 1024) as u64;
     assert!(
         peak < limit,
@@ -1226,20 +963,18 @@ fn hanging_reboot_command_stopped_by_sigterm_is_a_failed_reboot_and_is_run_again
         ],
         "reboot for the kernel",
     );
-    let host = Host::new();
+    let host = Machine::new();
     let calls = host.file("reboot-calls");
     let hang = format!("echo $$ >> '{}'; exec sleep 60", calls.display());
-    let pass = host.spawn(&origin.url(), &["--reboot-command", &hang], SAFETY_NET);
-    wait_until("the reboot command", SAFETY_NET, || {
-        !read_lines(&calls).is_empty()
-    });
+    let mut pass = host.spawn(&origin.url(), &["--reboot-command", &hang]);
+    wait_until("the reboot command", || !read_lines(&calls).is_empty());
     // What a shutdown does to the unit; here the host does not go down.
-    pass.signal(Signal::SIGTERM);
-    let first = pass.finish();
+    kill(Pid::from_raw(pass.pid()), Signal::SIGTERM).expect("signal the pass");
+    let first = pass.wait();
     let hung: i32 = read_lines(&calls)[0].parse().expect("a pid");
     let _ = kill(Pid::from_raw(-hung), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(hung), Signal::SIGKILL);
-    first.assert_code(0);
+    assert_eq!(first.code(), Some(0), "{first}:\n{}", pass.log());
     assert_eq!(host.runs(), vec![head]);
 
     let again = format!("echo again >> '{}'", calls.display());
@@ -1262,11 +997,11 @@ fn hanging_reboot_command_stopped_by_sigterm_is_a_failed_reboot_and_is_run_again
 
 #[test]
 fn disk_full_while_fetching_says_disk_full_and_where() {
-    let mut host = Host::new();
+    let mut host = Machine::new();
     let Some(disk) = Tmpfs::mount(host.file("disk"), "16m") else {
         return;
     };
-    host.state = disk.path.join("state");
+    disk.hold_state_of(&mut host);
     let (mut origin, first) = recording_origin();
     host.pass(&origin.url(), &[]).assert_code(0);
     fs::write(origin.path().join("blob.bin"), noise(4 << 20, 7)).expect("write a big file");
@@ -1281,21 +1016,21 @@ fn disk_full_while_fetching_says_disk_full_and_where() {
         "the error should say the disk is full:\n{run}"
     );
     assert!(
-        line.contains(host.state.to_str().expect("UTF-8 path")),
+        line.contains(host.state.arg()),
         "the error should say where (in {}):\n{run}",
-        host.state.display()
+        host.state.arg()
     );
     assert_eq!(host.runs(), vec![first.clone()]);
-    assert_eq!(host.current().as_deref(), Some(first.as_str()));
+    assert_eq!(host.state.current().as_deref(), Some(first.as_str()));
     drop(disk);
 }
 
 #[test]
 fn non_numeric_state_format_is_called_not_a_number() {
     let (origin, _) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
-    let mut state = host.state_json();
+    let mut state = host.state.state_json();
     state["format"] = Value::String("1".into());
     host.write_state(&state);
     let run = host.pass(&origin.url(), &[]);
@@ -1305,28 +1040,26 @@ fn non_numeric_state_format_is_called_not_a_number() {
 }
 
 /// A config file in the directory of `host`, holding `text`.
-fn config_file(host: &Host, text: &str) -> PathBuf {
+fn config_file(host: &Machine, text: &str) -> PathBuf {
     let path = host.file("config");
     fs::write(&path, text).expect("write the config file");
     path
 }
 
 /// `gitops-run --config FILE --state-dir STATE` (the repository comes from the file).
-fn pass_with_config(host: &Host, config: &Path) -> Run {
-    let mut cmd = gitops();
-    cmd.arg("--config")
+fn pass_with_config(host: &Machine, config: &Path) -> Run {
+    run(bin()
+        .arg("--config")
         .arg(config)
-        .arg("--state-dir")
-        .arg(&host.state)
+        .args(["--state-dir", host.state.arg()])
         .arg("--reboot-command")
-        .arg(host.reboot_command());
-    run_watched(cmd, SAFETY_NET)
+        .arg(host.reboot_command()))
 }
 
 #[test]
 fn config_value_followed_by_a_comment_is_read_without_the_comment() {
     let (origin, head) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     let config = config_file(
         &host,
         &format!(
@@ -1337,13 +1070,13 @@ fn config_value_followed_by_a_comment_is_read_without_the_comment() {
     let run = pass_with_config(&host, &config);
     run.assert_code(0);
     assert_eq!(host.runs(), vec![head]);
-    assert_eq!(host.status()["branch"], "main");
+    assert_eq!(host.state.status_json()["branch"], "main");
 }
 
 #[test]
 fn duplicate_config_keys_exit_2_naming_both_lines() {
     let (origin, _) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     let config = config_file(
         &host,
         &format!(
@@ -1361,15 +1094,15 @@ fn duplicate_config_keys_exit_2_naming_both_lines() {
         );
     }
     assert!(host.runs().is_empty());
-    assert!(!host.state.join("state.json").exists());
+    assert!(!host.state.path().join("state.json").exists());
 }
 
 #[test]
 fn dangling_symlink_as_state_dir_is_named_as_such() {
     let (origin, _) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     let missing = host.file("gone");
-    std::os::unix::fs::symlink(&missing, &host.state).expect("make the dangling link");
+    std::os::unix::fs::symlink(&missing, host.state.path()).expect("make the dangling link");
     let run = host.pass(&origin.url(), &[]);
     run.assert_code(7);
     let line = run.one_error_line();
@@ -1386,7 +1119,7 @@ fn dangling_symlink_as_state_dir_is_named_as_such() {
 #[test]
 fn entrypoint_with_a_trailing_slash_exits_2_saying_it_names_a_directory() {
     let (origin, _) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     let run = host.pass(&origin.url(), &["--entrypoint", "run.sh/"]);
     run.assert_code(2);
     let line = run.assert_one_clean_error();
@@ -1401,13 +1134,16 @@ fn entrypoint_with_a_trailing_slash_exits_2_saying_it_names_a_directory() {
 fn empty_or_absolute_entrypoint_exits_2() {
     let (origin, _) = recording_origin();
     for entrypoint in ["", "/bin/true"] {
-        let host = Host::new();
+        let host = Machine::new();
         let run = host.pass(&origin.url(), &["--entrypoint", entrypoint]);
         run.assert_code(2);
         let line = run.assert_one_clean_error();
         assert!(line.contains("--entrypoint"), "{entrypoint:?}:\n{run}");
         assert!(host.runs().is_empty());
-        assert!(!host.state.join("state.json").exists(), "{entrypoint:?}");
+        assert!(
+            !host.state.path().join("state.json").exists(),
+            "{entrypoint:?}"
+        );
     }
 }
 
@@ -1415,7 +1151,7 @@ fn empty_or_absolute_entrypoint_exits_2() {
 fn timed_out_entrypoint_summary_says_timed_out_once() {
     let mut origin = Origin::new();
     origin.commit(&[("run.sh", "#!/bin/sh\nexec sleep 30\n")], "too slow");
-    let host = Host::new();
+    let host = Machine::new();
     let run = host.pass(&origin.url(), &["--timeout", "1s"]);
     run.assert_code(5);
     let summary: Vec<&str> = run
@@ -1427,25 +1163,23 @@ fn timed_out_entrypoint_summary_says_timed_out_once() {
     let line = summary[0];
     assert_eq!(line.matches("timed out").count(), 1, "{line}");
     assert!(line.matches("after").count() <= 1, "'after' twice: {line}");
-    assert_eq!(host.status()["last_attempt"]["result"], "timed-out");
+    assert_eq!(
+        host.state.status_json()["last_attempt"]["result"],
+        "timed-out"
+    );
 }
 
 /// A file name longer than any file system allows (NAME_MAX is 255 bytes):
 /// Git stores it; no checkout can create it.
 fn commit_an_uncheckoutable_file(origin: &Origin) -> String {
     let dir = origin.path();
-    let mut hash = git_command(dir, &["hash-object", "-w", "--stdin"]);
-    hash.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = hash.spawn().expect("run git hash-object");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"cannot be checked out\n")
-        .expect("feed git hash-object");
-    let out = child.wait_with_output().expect("wait for git hash-object");
-    assert!(out.status.success());
-    let blob = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // The content comes from a file beside the work tree, not in it.
+    let content = origin.root().join("uncheckoutable-blob");
+    fs::write(&content, "cannot be checked out\n").expect("write the blob's content");
+    let blob = git(
+        dir,
+        &["hash-object", "-w", content.to_str().expect("UTF-8 path")],
+    );
     let name = "n".repeat(300);
     git(
         dir,
@@ -1466,14 +1200,18 @@ fn commit_an_uncheckoutable_file(origin: &Origin) -> String {
 #[test]
 fn remote_commit_is_kept_when_the_checkout_fails_after_a_good_fetch() {
     let (origin, first) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
     let second = commit_an_uncheckoutable_file(&origin);
 
     let run = host.pass(&origin.url(), &[]);
     assert_ne!(run.code, Some(0), "the checkout should have failed:\n{run}");
-    assert_eq!(host.current().as_deref(), Some(first.as_str()), "{run}");
-    let status = host.status();
+    assert_eq!(
+        host.state.current().as_deref(),
+        Some(first.as_str()),
+        "{run}"
+    );
+    let status = host.state.status_json();
     assert_eq!(
         status["remote_commit"],
         second.as_str(),
@@ -1495,7 +1233,7 @@ fn malformed_webhook_url_is_reported_once_and_never_retried() {
         ("http://exa mple.com/x", "http://exa mple.com"),
         (near_miss.as_str(), receiver_host.as_str()),
     ] {
-        let host = Host::new();
+        let host = Machine::new();
         let run = host.pass(&origin.url(), &["-v", "--webhook-url", url]);
         run.assert_code(0);
         let mentions: Vec<&str> = run.stderr.lines().filter(|l| l.contains(shown)).collect();
@@ -1546,15 +1284,15 @@ fn entrypoint_that_cannot_be_executed_is_invalid_with_the_reason() {
         origin.commit(&[("run.sh", content)], "cannot be executed");
         git(origin.path(), &["update-index", "--chmod=+x", "run.sh"]);
         origin.amend("cannot be executed, executable");
-        let host = Host::new();
+        let host = Machine::new();
         let run = host.pass(&origin.url(), &[]);
         run.assert_code(6);
-        assert_no_panic(&run);
+        run.assert_no_panic();
         assert!(
             hints.iter().any(|h| run.stderr.contains(h)),
             "the message should mention one of {hints:?}:\n{run}"
         );
-        let status = host.status();
+        let status = host.state.status_json();
         assert_eq!(
             status["last_attempt"]["result"], "invalid-entrypoint",
             "{status:#}\n{run}"
@@ -1571,7 +1309,7 @@ fn entrypoint_that_cannot_be_executed_is_invalid_with_the_reason() {
 fn switching_branch_between_release_and_release_slash_v2_works_both_ways() {
     let (mut origin, first) = recording_origin();
     let url = origin.url();
-    let host = Host::new();
+    let host = Machine::new();
     origin.branch("release");
     let run = host.pass(&url, &["--branch", "release"]);
     run.assert_code(0);
@@ -1584,9 +1322,9 @@ fn switching_branch_between_release_and_release_slash_v2_works_both_ways() {
     for n in 0..2 {
         let run = host.pass(&url, &["--branch", "release/v2"]);
         run.assert_code(0);
-        assert_no_panic(&run);
+        run.assert_no_panic();
         assert_eq!(
-            host.current().as_deref(),
+            host.state.current().as_deref(),
             Some(second.as_str()),
             "pass {n}:\n{run}"
         );
@@ -1599,7 +1337,7 @@ fn switching_branch_between_release_and_release_slash_v2_works_both_ways() {
         let run = host.pass(&url, &["--branch", "release"]);
         run.assert_code(0);
         assert_eq!(
-            host.current().as_deref(),
+            host.state.current().as_deref(),
             Some(third.as_str()),
             "pass {n}:\n{run}"
         );
@@ -1612,7 +1350,7 @@ fn switching_branch_between_release_and_release_slash_v2_works_both_ways() {
 // ---------------------------------------------------------------------------
 
 /// The pack files (`*.pack`, `*.idx`) of the cache.
-fn pack_files(host: &Host, ext: &str) -> Vec<PathBuf> {
+fn pack_files(host: &Machine, ext: &str) -> Vec<PathBuf> {
     let dir = host.cache().join("objects").join("pack");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .expect("read objects/pack")
@@ -1627,7 +1365,7 @@ fn pack_files(host: &Host, ext: &str) -> Vec<PathBuf> {
 
 #[test]
 fn damaged_cache_heals_and_the_deployed_tree_stays_until_the_new_commit_applies() {
-    type Damage = fn(&Host);
+    type Damage = fn(&Machine);
     let cases: Vec<(&str, Damage)> = vec![
         ("truncated pack", |host| {
             for pack in pack_files(host, "pack") {
@@ -1665,17 +1403,26 @@ fn damaged_cache_heals_and_the_deployed_tree_stays_until_the_new_commit_applies(
     ];
     each_case(cases, |damage| {
         let (mut origin, first) = recording_origin();
-        let host = Host::new();
+        let host = Machine::new();
         host.pass(&origin.url(), &[]).assert_code(0);
         damage(&host);
         let second = origin.commit(&[("app.conf", "version 2\n")], "second");
 
         let run = host.pass(&origin.url(), &[]);
         run.assert_code(0);
-        assert_no_panic(&run);
-        assert_eq!(host.current().as_deref(), Some(second.as_str()), "{run}");
+        run.assert_no_panic();
+        assert_eq!(
+            host.state.current().as_deref(),
+            Some(second.as_str()),
+            "{run}"
+        );
         assert_eq!(host.runs(), vec![first.clone(), second.clone()], "{run}");
-        let kept = host.state.join("trees").join(&first).join("app.conf");
+        let kept = host
+            .state
+            .path()
+            .join("trees")
+            .join(&first)
+            .join("app.conf");
         assert_eq!(
             fs::read_to_string(&kept).expect("the previously deployed tree"),
             "version 1\n"
@@ -1690,7 +1437,7 @@ fn damaged_cache_heals_and_the_deployed_tree_stays_until_the_new_commit_applies(
 
 #[test]
 fn retry_time_recorded_while_the_clock_was_far_ahead_does_not_pin_the_retry() {
-    let host = Host::new();
+    let host = Machine::new();
     let ok = host.file("ok");
     let script = format!(
         "#!/bin/sh\nprintf '%s\\n' \"$GITOPS_COMMIT\" >> \"$GITOPS_STATE_DIR/ran\"\n[ -e '{}' ]\n",
@@ -1703,7 +1450,7 @@ fn retry_time_recorded_while_the_clock_was_far_ahead_does_not_pin_the_retry() {
     host.pass(&origin.url(), &[]).assert_code(5);
     assert_eq!(host.runs().len(), 1);
 
-    let mut state = host.state_json();
+    let mut state = host.state.state_json();
     let year_ahead = Utc::now() + chrono::Duration::days(365);
     state["failing"]["next_retry_at"] = Value::String(year_ahead.to_rfc3339());
     host.write_state(&state);
@@ -1712,7 +1459,10 @@ fn retry_time_recorded_while_the_clock_was_far_ahead_does_not_pin_the_retry() {
     let run = host.pass(&origin.url(), &[]);
     run.assert_code(0);
     assert_eq!(host.runs(), vec![head.clone(), head.clone()], "{run}");
-    assert_eq!(host.status()["deployed"]["commit"], head.as_str());
+    assert_eq!(
+        host.state.status_json()["deployed"]["commit"],
+        head.as_str()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1750,25 +1500,29 @@ fn missing_deployed_tree_during_a_git_outage_keeps_the_reboot_pending() {
         ],
         "reboot tonight",
     );
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
-    assert_eq!(host.status()["reboot"]["status"], "pending");
+    assert_eq!(host.state.status_json()["reboot"]["status"], "pending");
 
-    fs::remove_dir_all(host.state.join("trees").join(&head)).expect("remove the tree");
-    fs::remove_file(host.state.join("current")).expect("remove current");
+    fs::remove_dir_all(host.state.path().join("trees").join(&head)).expect("remove the tree");
+    fs::remove_file(host.state.path().join("current")).expect("remove current");
     let outage = Outage::start(&origin);
     let run = host.pass(&origin.url(), &[]);
     run.assert_code(3);
-    let status = host.status();
+    let status = host.state.status_json();
     drop(outage);
     assert_eq!(status["reboot"]["status"], "pending", "{status:#}\n{run}");
     assert_eq!(
-        host.current().as_deref(),
+        host.state.current().as_deref(),
         Some(head.as_str()),
         "current was not restored:\n{run}"
     );
     assert!(
-        host.state.join("current").join("reboot-at").is_file(),
+        host.state
+            .path()
+            .join("current")
+            .join("reboot-at")
+            .is_file(),
         "{run}"
     );
     assert_eq!(host.runs(), vec![head]);
@@ -1786,12 +1540,12 @@ fn first_fetch_over_protocol_v1_says_it_cannot_be_shallow_and_v2_is_shallow() {
     let head = origin.commit(&[("app.conf", "version 3\n")], "third");
     let notice = "protocol v0/v1";
 
-    let v1 = Host::new();
-    let mut cmd = v1.cmd(&origin.url(), &[]);
-    cmd.env("GIT_CONFIG_COUNT", "1")
+    let v1 = Machine::new();
+    let run = run(v1
+        .cmd(&origin.url(), &[])
+        .env("GIT_CONFIG_COUNT", "1")
         .env("GIT_CONFIG_KEY_0", "protocol.version")
-        .env("GIT_CONFIG_VALUE_0", "1");
-    let run = run_watched(cmd, SAFETY_NET);
+        .env("GIT_CONFIG_VALUE_0", "1"));
     run.assert_code(0);
     assert_eq!(v1.runs(), vec![head.clone()]);
     assert!(
@@ -1799,7 +1553,7 @@ fn first_fetch_over_protocol_v1_says_it_cannot_be_shallow_and_v2_is_shallow() {
         "the log should say the fetch was not shallow:\n{run}"
     );
 
-    let v2 = Host::new();
+    let v2 = Machine::new();
     let run = v2.pass(&origin.url(), &[]);
     run.assert_code(0);
     assert!(!run.stderr.contains(notice), "{run}");
@@ -1820,10 +1574,10 @@ fn first_fetch_over_protocol_v1_says_it_cannot_be_shallow_and_v2_is_shallow() {
 #[test]
 fn status_keeps_the_remote_tip_after_a_failed_fetch() {
     let (origin, head) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
     host.pass(&origin.url(), &[]).assert_code(0);
-    let before = host.status();
+    let before = host.state.status_json();
     assert_eq!(before["remote_commit"], head.as_str(), "{before:#}");
     assert_eq!(before["classification"], "up-to-date", "{before:#}");
 
@@ -1831,7 +1585,7 @@ fn status_keeps_the_remote_tip_after_a_failed_fetch() {
     let run = host.pass(&origin.url(), &[]);
     drop(outage);
     run.assert_code(3);
-    let after = host.status();
+    let after = host.state.status_json();
     assert_eq!(after["remote_commit"], head.as_str(), "{after:#}");
     assert_eq!(after["classification"], "up-to-date", "{after:#}");
     assert_eq!(after["last_pass"]["exit_code"], 3, "{after:#}");
@@ -1846,7 +1600,7 @@ fn refused_unrelated_history_is_deepened_once_not_on_every_pass() {
     let (mut origin, _) = recording_origin();
     origin.commit(&[("app.conf", "version 2\n")], "second");
     let deployed = origin.commit(&[("app.conf", "version 3\n")], "third");
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
 
     // The branch now holds unrelated history; the old commits are gone upstream.
@@ -1867,7 +1621,7 @@ fn refused_unrelated_history_is_deepened_once_not_on_every_pass() {
         assert!(deepened <= 1, "pass {n} fetched all history again:\n{run}");
     }
     assert_eq!(deepened, 1);
-    assert_eq!(host.current().as_deref(), Some(deployed.as_str()));
+    assert_eq!(host.state.current().as_deref(), Some(deployed.as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -1893,7 +1647,7 @@ fn point_main_at_an_annotated_tag(origin: &Origin, name: &str) -> String {
 #[test]
 fn branch_pointing_at_an_annotated_tag_deploys_the_tagged_commit() {
     let (mut origin, first) = recording_origin();
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(0);
 
     let second = origin.commit(&[("app.conf", "version 2\n")], "second");
@@ -1902,23 +1656,23 @@ fn branch_pointing_at_an_annotated_tag_deploys_the_tagged_commit() {
         let run = host.pass(&origin.url(), &[]);
         run.assert_code(0);
         assert_eq!(
-            host.current().as_deref(),
+            host.state.current().as_deref(),
             Some(second.as_str()),
             "pass {n}:\n{run}"
         );
     }
     assert_eq!(host.runs(), vec![first, second.clone()]);
-    let status = host.status();
+    let status = host.state.status_json();
     assert_eq!(status["deployed"]["commit"], second.as_str(), "{status:#}");
     assert_eq!(status["remote_commit"], second.as_str(), "{status:#}");
-    let text = host.status_run(false).stdout;
+    let text = host.state.status_text().stdout;
     assert!(
         !text.contains(&tag[..12]),
         "status shows the tag id:\n{text}"
     );
 
     // A first deployment from such a branch, too.
-    let fresh = Host::new();
+    let fresh = Machine::new();
     fresh.pass(&origin.url(), &[]).assert_code(0);
     assert_eq!(fresh.runs(), vec![second]);
 }
@@ -1934,10 +1688,10 @@ fn logs_from_a_clock_far_ahead_do_not_evict_the_newest_ones() {
         &[("run.sh", "#!/bin/sh\necho failing\nexit 1\n")],
         "always fails",
     );
-    let host = Host::new();
+    let host = Machine::new();
     host.pass(&origin.url(), &[]).assert_code(5);
 
-    let logs = host.state.join("logs");
+    let logs = host.state.path().join("logs");
     let future = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800); // 2099-01-01
     for n in 0..10 {
         let path = logs.join(format!("209901{:02}T000000.000Z-{:012x}.log", n + 1, n));
@@ -1952,7 +1706,7 @@ fn logs_from_a_clock_far_ahead_do_not_evict_the_newest_ones() {
     let mut attempts = Vec::new();
     for _ in 0..3 {
         host.pass(&origin.url(), &["--once"]).assert_code(5);
-        let log = host.status()["last_log"]
+        let log = host.state.status_json()["last_log"]
             .as_str()
             .expect("a log")
             .to_owned();

@@ -18,12 +18,14 @@
 mod common;
 
 mod cron;
+mod hardening;
 mod harness_selftest;
 mod notify;
 mod pass_apply;
 mod pass_fetch;
 mod pass_https;
 mod reboot;
+mod receive;
 mod receiver_selftest;
 mod regressions;
 mod systemd_units;

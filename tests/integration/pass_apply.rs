@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::common::{bin, run, wait_until, Origin, Run, Spawned, StateDir};
+use crate::common::{bin, pid_alive, run, wait_until, Origin, Run, Spawned, StateDir};
 use chrono::{DateTime, Utc};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -54,17 +54,6 @@ fn wait_for_pid(path: &Path) -> i32 {
         pid.is_some()
     });
     pid.expect("pid read")
-}
-
-/// Whether `pid` is a live (non-zombie) process.
-fn pid_alive(pid: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, None | Some("Z") | Some("X"))
 }
 
 #[track_caller]

@@ -1,7 +1,7 @@
 //! Reboot requests end to end: the binary, a real git repository, the machine's
 //! real boot time, and a fake reboot command that records its calls.
 
-use crate::common::{run, Host, Run};
+use crate::common::{boot_time, due_time, rfc3339, run, Host, Run};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -34,33 +34,8 @@ fn reboot_count(h: &Host) -> usize {
         .unwrap_or(0)
 }
 
-fn boot_time() -> DateTime<Utc> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let secs: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    DateTime::from_timestamp(secs, 0).unwrap()
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 fn time_of(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
-}
-
-/// A time after boot and before now, so the request is due.
-fn due_time() -> DateTime<Utc> {
-    let now = Utc::now();
-    std::cmp::max(
-        boot_time() + Duration::seconds(1),
-        now - Duration::seconds(60),
-    )
 }
 
 #[test]

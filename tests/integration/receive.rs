@@ -9,16 +9,18 @@
 //! way systemd's path unit and the real pass behave together: whenever the
 //! trigger file exists (checked again each time a pass ends), remove it,
 //! count one pass, and take some time.
-
-mod common;
+//!
+//! Receivers run as [`Spawned`] processes (killed and reaped when a test
+//! ends, their log in a file); every other program runs under the watchdog
+//! of [`run`], and every wait polls with the harness's deadline.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -28,10 +30,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tempfile::TempDir;
 
+use crate::common::run::SAFETY_NET;
+use crate::common::{
+    bin, bin_path, complaints, git_env, help_default, poll_until, read_unit, run, test_home,
+    unit_value, Run, Spawned, UnitRoot, UNITS_DIR,
+};
+
 /// The secret every test receiver uses.
 const SECRET: &str = "test-secret-0123456789abcdef";
-/// Upper bound for every wait on a condition.
-const DEADLINE: Duration = Duration::from_secs(60);
 /// The receiver's per-request deadline (src/receive/server.rs).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// The receiver's connection bound (src/receive/server.rs).
@@ -167,10 +173,11 @@ fn push(forge: Forge, reference: &str, key: &str) -> (Vec<(String, String)>, Vec
 // A receiver under test
 // ---------------------------------------------------------------------------
 
+/// A receiver under test, started in the background; killed and reaped when
+/// dropped.
 struct Rx {
-    child: Child,
+    receiver: Spawned,
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
     /// The runtime directory (mode 0755) holding the trigger file.
     run_dir: PathBuf,
     trigger: PathBuf,
@@ -191,17 +198,12 @@ fn rx_dir() -> (TempDir, PathBuf, PathBuf) {
     (dir, secret, run_dir)
 }
 
-/// Collect the child's stderr lines as they come.
-fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("stderr piped");
-    let sink = Arc::clone(&log);
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
+/// The complete lines a receiver logged so far (a line it is still writing
+/// is left out), joined by newlines.
+fn logged(receiver: &Spawned) -> String {
+    let mut log = receiver.log();
+    let complete = log.rfind('\n').unwrap_or(0);
+    log.truncate(complete);
     log
 }
 
@@ -210,24 +212,19 @@ impl Rx {
     fn start(extra: &[&str]) -> Rx {
         let (dir, secret, run_dir) = rx_dir();
         let trigger = run_dir.join("trigger");
-        let mut cmd = common::bin();
+        let mut cmd = bin();
         cmd.arg("receive")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--secret-file")
             .arg(&secret)
             .arg("--trigger-file")
             .arg(&trigger)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start gitops-run receive");
-        let log = collect_stderr(&mut child);
-        let addr = wait_for_address(&log, &mut child);
+            .args(extra);
+        let mut receiver = Spawned::start(&mut cmd, &dir.path().join("receiver.log"));
+        let addr = wait_for_address(&mut receiver);
         Rx {
-            child,
+            receiver,
             addr,
-            log,
             run_dir,
             trigger,
             _dir: dir,
@@ -235,28 +232,26 @@ impl Rx {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        logged(&self.receiver)
     }
 
     /// Wait until a log line contains `needle`; whether one did.
-    fn wait_log(&self, needle: &str, within: Duration) -> bool {
-        wait_until(within, || self.log().contains(needle))
+    fn wait_log(&self, needle: &str) -> bool {
+        poll_until(|| self.log().contains(needle))
     }
 
     /// The request lines of the log (one per request).
     fn request_lines(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
+        self.log()
+            .lines()
             .filter(|l| l.contains(" event="))
-            .cloned()
+            .map(str::to_owned)
             .collect()
     }
 
     /// Wait until `n` request lines were logged; the lines.
     fn wait_lines(&self, n: usize) -> Vec<String> {
-        wait_until(DEADLINE, || self.request_lines().len() >= n);
+        poll_until(|| self.request_lines().len() >= n);
         self.request_lines()
     }
 
@@ -265,45 +260,27 @@ impl Rx {
     }
 }
 
-impl Drop for Rx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_address(log: &Arc<Mutex<Vec<String>>>, child: &mut Child) -> SocketAddr {
-    let start = Instant::now();
-    loop {
-        if let Some(addr) = log.lock().unwrap().iter().find_map(|l| {
+/// The address `receiver` logs that it listens on; fails the test if it
+/// exits first.
+fn wait_for_address(receiver: &mut Spawned) -> SocketAddr {
+    let mut addr = None;
+    poll_until(|| {
+        addr = logged(receiver).lines().find_map(|l| {
             let rest = l.split_once("listening on ")?.1;
             rest.split_whitespace().next()?.parse().ok()
-        }) {
-            return addr;
+        });
+        addr.is_some() || !receiver.is_running()
+    });
+    addr.unwrap_or_else(|| {
+        if receiver.is_running() {
+            panic!("the receiver never listened:\n{}", receiver.log());
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            thread::sleep(Duration::from_millis(100));
-            panic!(
-                "the receiver exited ({status}) before listening:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        }
-        assert!(start.elapsed() < DEADLINE, "the receiver never listened");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > within {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+        panic!(
+            "the receiver exited ({}) before listening:\n{}",
+            receiver.wait(),
+            receiver.log()
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -318,7 +295,7 @@ struct Reply {
 
 /// Read a whole answer from `stream` and parse its status and body.
 fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
-    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_read_timeout(Some(SAFETY_NET))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -373,19 +350,14 @@ fn curl(addr: SocketAddr, headers: &[(String, String)], body_file: &Path) -> (u1
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
     cmd.arg(format!("http://{addr}/hooks/gitops-run"))
-        .env("HOME", common::test_home())
+        .env("HOME", test_home())
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .env_remove("all_proxy")
         .env_remove("ALL_PROXY");
-    let out = cmd.output().expect("run curl (apt-get install curl)");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let w = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut parts = w.split_whitespace();
+    let out = run(&mut cmd);
+    assert!(out.success(), "curl failed (apt-get install curl):\n{out}");
+    let mut parts = out.stdout.split_whitespace();
     let status = parts.next().and_then(|s| s.parse().ok()).unwrap();
     let uploaded = parts.next().and_then(|s| s.parse().ok()).unwrap();
     let body = fs::read_to_string(&out_file).unwrap_or_default();
@@ -458,7 +430,7 @@ fn assert_push_triggers(forge: Forge, forge_name: &str) {
     assert_eq!(reply.status, 202, "{forge:?}: {reply:?}\n{}", rx.log());
     assert_eq!(reply.body, "pass requested\n");
     assert!(
-        wait_until(DEADLINE, || rx.trigger.is_file()),
+        poll_until(|| rx.trigger.is_file()),
         "{forge:?}: no trigger file:\n{}",
         rx.log()
     );
@@ -508,13 +480,11 @@ fn curl_with_an_openssl_signature_is_accepted_and_the_log_keeps_secrets_out() {
     let dir = tempfile::tempdir().unwrap();
     let body_file = dir.path().join("body.json");
     fs::write(&body_file, github_push("refs/heads/production")).unwrap();
-    let out = Command::new("openssl")
+    let out = run(Command::new("openssl")
         .args(["dgst", "-sha256", "-hmac", SECRET])
-        .arg(&body_file)
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+        .arg(&body_file));
+    assert!(out.success(), "{out}");
+    let text = out.stdout;
     let hex = text.split_whitespace().last().unwrap().to_owned();
     assert_eq!(hex.len(), 64, "{text}");
     let headers = vec![
@@ -529,11 +499,7 @@ fn curl_with_an_openssl_signature_is_accepted_and_the_log_keeps_secrets_out() {
         "{}",
         rx.log()
     );
-    assert!(
-        wait_until(DEADLINE, || rx.trigger.is_file()),
-        "{}",
-        rx.log()
-    );
+    assert!(poll_until(|| rx.trigger.is_file()), "{}", rx.log());
 
     // A wrong one too, so the refusal is in the log as well.
     let wrong = vec![
@@ -545,11 +511,7 @@ fn curl_with_an_openssl_signature_is_accepted_and_the_log_keeps_secrets_out() {
     ];
     let (status, _, _) = curl(rx.addr, &wrong, &body_file);
     assert_eq!(status, 403);
-    assert!(
-        rx.wait_log("refused: wrong credentials", DEADLINE),
-        "{}",
-        rx.log()
-    );
+    assert!(rx.wait_log("refused: wrong credentials"), "{}", rx.log());
     let log = rx.log();
     assert!(
         !log.contains(SECRET),
@@ -644,11 +606,7 @@ fn missing_and_wrong_credentials_get_401_and_403_with_one_body_and_change_nothin
 
     let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
     assert_eq!(rx.send(&headers, &body).status, 202);
-    assert!(
-        wait_until(DEADLINE, || rx.trigger.is_file()),
-        "{}",
-        rx.log()
-    );
+    assert!(poll_until(|| rx.trigger.is_file()), "{}", rx.log());
 }
 
 /// Authentication comes first: an unauthenticated push to another branch
@@ -805,7 +763,7 @@ fn a_chunked_body_over_the_limit_is_refused_without_waiting_for_its_end() {
         "the answer waited for the deadline instead of the limit"
     );
     assert!(
-        rx.wait_log("refused: body larger than 1000 bytes", DEADLINE),
+        rx.wait_log("refused: body larger than 1000 bytes"),
         "{}",
         rx.log()
     );
@@ -847,7 +805,7 @@ fn a_slow_client_is_cut_off_by_the_deadline_while_others_are_served() {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => break,
             }
-            if started.elapsed() > DEADLINE {
+            if started.elapsed() > SAFETY_NET {
                 break;
             }
         }
@@ -879,14 +837,14 @@ fn a_slow_client_is_cut_off_by_the_deadline_while_others_are_served() {
     );
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
     assert!(
-        rx.wait_log("refused: request not received in time", DEADLINE),
+        rx.wait_log("refused: request not received in time"),
         "{}",
         rx.log()
     );
 }
 
 /// Sockets `pid` holds open, from /proc.
-fn open_sockets(pid: u32) -> usize {
+fn open_sockets(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|entries| {
             entries
@@ -903,14 +861,14 @@ fn open_sockets(pid: u32) -> usize {
 #[test]
 fn at_most_eight_connections_are_held_and_the_rest_wait() {
     let rx = Rx::start(&[]);
-    let pid = rx.child.id();
+    let pid = rx.receiver.pid();
     let base = open_sockets(pid);
     assert_eq!(base, 1, "only the listening socket at first");
     let idle: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(rx.addr).unwrap())
         .collect();
     assert!(
-        wait_until(DEADLINE, || open_sockets(pid) == 1 + MAX_CONNECTIONS),
+        poll_until(|| open_sockets(pid) == 1 + MAX_CONNECTIONS),
         "expected {} sockets, found {}",
         1 + MAX_CONNECTIONS,
         open_sockets(pid)
@@ -933,11 +891,7 @@ fn at_most_eight_connections_are_held_and_the_rest_wait() {
     drop(idle); // the clients give up; the receiver frees its slots
     let reply = queued.join().unwrap();
     assert_eq!(reply.status, 202, "{}", rx.log());
-    assert!(
-        wait_until(DEADLINE, || rx.trigger.is_file()),
-        "{}",
-        rx.log()
-    );
+    assert!(poll_until(|| rx.trigger.is_file()), "{}", rx.log());
 }
 
 // ---------------------------------------------------------------------------
@@ -980,13 +934,12 @@ fn a_burst_of_1000_pushes_leads_to_at_most_two_passes() {
     );
     // The held-back request is written 5 s after the first write.
     assert!(
-        rx.wait_log("asked for a pass", DEADLINE)
-            && wait_until(DEADLINE, || rx.log().matches("asked for a pass").count()
-                >= 2),
+        rx.wait_log("asked for a pass")
+            && poll_until(|| rx.log().matches("asked for a pass").count() >= 2),
         "{}",
         rx.log()
     );
-    assert!(wait_until(DEADLINE, || !rx.trigger.exists()));
+    assert!(poll_until(|| !rx.trigger.exists()));
     // Nothing more comes: wait one more interval.
     thread::sleep(Duration::from_secs(6));
     let starts = passes.starts();
@@ -1010,7 +963,7 @@ fn a_push_during_a_pass_leads_to_one_more_pass() {
     let passes = Passes::watch(&rx.trigger, Duration::from_secs(3));
     let (headers, body) = push(Forge::Gitea, "refs/heads/main", SECRET);
     assert_eq!(rx.send(&headers, &body).status, 202);
-    assert!(wait_until(DEADLINE, || passes.starts().len() == 1));
+    assert!(poll_until(|| passes.starts().len() == 1));
     let first = passes.starts()[0];
     // During the first pass: two more pushes.
     thread::sleep(Duration::from_millis(500));
@@ -1018,7 +971,7 @@ fn a_push_during_a_pass_leads_to_one_more_pass() {
     assert_eq!(rx.send(&headers, &body).status, 202);
     let pushed = Instant::now();
     assert!(
-        wait_until(DEADLINE, || passes.starts().len() == 2),
+        poll_until(|| passes.starts().len() == 2),
         "no second pass:\n{}",
         rx.log()
     );
@@ -1043,9 +996,9 @@ fn a_replayed_request_leads_to_at_most_one_more_pass() {
     let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
     let captured = request_bytes(&headers, &body);
     assert_eq!(post_raw(rx.addr, &captured).status, 202);
-    assert!(wait_until(DEADLINE, || passes.starts().len() == 1));
+    assert!(poll_until(|| passes.starts().len() == 1));
     assert_eq!(post_raw(rx.addr, &captured).status, 202);
-    assert!(wait_until(DEADLINE, || passes.starts().len() == 2));
+    assert!(poll_until(|| passes.starts().len() == 2));
     thread::sleep(Duration::from_secs(3));
     assert_eq!(passes.starts().len(), 2, "{}", rx.log());
 }
@@ -1070,28 +1023,20 @@ fn socket_activation_serves_fd_3_and_exits_when_idle() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
 
-    let spawn = |listener: &TcpListener| -> Child {
+    let spawn = |listener: &TcpListener, log: &str| -> Spawned {
         use std::os::fd::AsRawFd;
         let fd = listener.as_raw_fd();
-        // The binary and the clean environment of `common::bin()`, started
-        // through sh so that LISTEN_PID can be the receiver's own pid.
-        let base = common::bin();
+        // The binary in the clean environment of `bin()`, started through sh
+        // so that LISTEN_PID can be the receiver's own pid.
         let mut sh = Command::new("/bin/sh");
         sh.env_clear();
-        for (k, v) in base.get_envs() {
-            if let Some(v) = v {
-                sh.env(k, v);
-            }
-        }
+        git_env(&mut sh);
         sh.arg("-c")
             .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" receive --trigger-file "$1" --idle-exit 2s"#)
-            .arg(base.get_program())
+            .arg(bin_path())
             .arg(&trigger)
             .env("PATH", "/usr/bin:/bin")
-            .env("CREDENTIALS_DIRECTORY", &creds)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("CREDENTIALS_DIRECTORY", &creds);
         // SAFETY: between fork and exec only async-signal-safe calls (dup2,
         // fcntl) are made.
         unsafe {
@@ -1105,35 +1050,36 @@ fn socket_activation_serves_fd_3_and_exits_when_idle() {
                 Ok(())
             });
         }
-        sh.spawn().expect("start the receiver through sh")
+        Spawned::start(&mut sh, &dir.path().join(log))
     };
 
-    let mut child = spawn(&listener);
-    let log = collect_stderr(&mut child);
-    let found = wait_for_address(&log, &mut child);
+    let mut receiver = spawn(&listener, "first.log");
+    let found = wait_for_address(&mut receiver);
     assert_eq!(found, addr);
     assert!(
-        log.lock()
-            .unwrap()
-            .iter()
+        logged(&receiver)
+            .lines()
             .any(|l| l.contains("(socket from systemd)") && l.contains("idle exit after 2s")),
-        "{:?}",
-        log.lock().unwrap()
+        "{}",
+        receiver.log()
     );
     let (headers, body) = push(Forge::GitLab, "refs/heads/main", SECRET);
     assert_eq!(post(addr, &headers, &body).status, 202);
-    assert!(wait_until(DEADLINE, || trigger.is_file()));
+    assert!(poll_until(|| trigger.is_file()));
 
     // Idle for 2 s: it exits 0 on its own.
-    let exited = wait_until(DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
-    assert!(exited, "the receiver did not exit when idle");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(wait_until(DEADLINE, || log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("exiting: idle for 2s"))));
+    let status = receiver
+        .wait_at_most(SAFETY_NET)
+        .unwrap_or_else(|| panic!("the receiver did not exit when idle:\n{}", receiver.log()));
+    assert_eq!(status.code(), Some(0), "{}", receiver.log());
+    // It has exited: the log is complete.
+    assert!(
+        logged(&receiver)
+            .lines()
+            .any(|l| l.contains("exiting: idle for 2s")),
+        "{}",
+        receiver.log()
+    );
 
     // A push now waits in the backlog of the socket (systemd's, here the
     // test's) and is answered by the next receiver started on it.
@@ -1141,23 +1087,20 @@ fn socket_activation_serves_fd_3_and_exits_when_idle() {
     let waiting = thread::spawn(move || post(addr2, &headers, &body));
     thread::sleep(Duration::from_millis(300));
     fs::remove_file(&trigger).unwrap();
-    let mut child = spawn(&listener);
-    let _log = collect_stderr(&mut child);
+    let _second = spawn(&listener, "second.log");
     assert_eq!(waiting.join().unwrap().status, 202);
-    assert!(wait_until(DEADLINE, || trigger.is_file()));
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(poll_until(|| trigger.is_file()));
 }
 
-fn run_receiver(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = common::bin();
-    cmd.arg("receive").args(args).stdin(Stdio::null());
+/// `gitops-run receive ARGS` with `env` added, run to its end.
+fn run_receiver(args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let mut cmd = bin();
+    cmd.arg("receive").args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run gitops-run receive")
+    run(&mut cmd)
 }
-
 /// Problems that would make every request fail stop the receiver at start,
 /// with exit 2 and a message naming the problem; the secret cannot be given
 /// as an option value.
@@ -1168,9 +1111,9 @@ fn bad_setups_refuse_to_start() {
     let t = trigger.to_str().unwrap();
     let listen = ["--listen", "127.0.0.1:0"];
 
-    let check = |out: Output, needle: &str| {
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(2), "{needle}: {err}");
+    let check = |out: Run, needle: &str| {
+        let err = out.stderr;
+        assert_eq!(out.code, Some(2), "{needle}: {err}");
         assert!(err.contains(needle), "want {needle:?} in: {err}");
         assert!(!err.contains("panicked"), "{err}");
     };
@@ -1260,7 +1203,7 @@ fn the_trigger_is_never_written_through_a_planted_symlink() {
     std::os::unix::fs::symlink(&victim, &rx.trigger).unwrap();
     let (headers, body) = push(Forge::Generic, "refs/heads/main", SECRET);
     assert_eq!(rx.send(&headers, &body).status, 202);
-    assert!(wait_until(DEADLINE, || fs::symlink_metadata(&rx.trigger)
+    assert!(poll_until(|| fs::symlink_metadata(&rx.trigger)
         .map(|m| m.file_type().is_file())
         .unwrap_or(false)));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n");
@@ -1363,31 +1306,22 @@ fn the_documented_runit_trigger_service_turns_a_push_into_one_pass() {
 
     // runsv: start `run` again whenever it exits, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let (stop2, run2) = (Arc::clone(&stop), run.clone());
+    let (stop2, run2, logs) = (Arc::clone(&stop), run.clone(), dir.path().to_owned());
     let supervisor = thread::spawn(move || {
-        let mut child: Option<Child> = None;
+        // Each start logs to a file of its own; the last one is killed and
+        // reaped when `service` is dropped.
+        let mut service: Option<Spawned> = None;
+        let mut starts = 0;
         let started = Instant::now();
-        while !stop2.load(Ordering::SeqCst) && started.elapsed() < DEADLINE {
-            let exited = match child.as_mut() {
-                None => true,
-                Some(c) => matches!(c.try_wait(), Ok(Some(_))),
-            };
-            if exited {
-                child = Some(
-                    Command::new(&run2)
-                        .env_clear()
-                        .env("PATH", "/usr/bin:/bin")
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .expect("start the run script"),
-                );
+        while !stop2.load(Ordering::SeqCst) && started.elapsed() < SAFETY_NET {
+            if !service.as_mut().is_some_and(Spawned::is_running) {
+                starts += 1;
+                service = Some(Spawned::start(
+                    Command::new(&run2).env_clear().env("PATH", "/usr/bin:/bin"),
+                    &logs.join(format!("run-{starts}.log")),
+                ));
             }
             thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(mut c) = child {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     });
 
@@ -1396,7 +1330,7 @@ fn the_documented_runit_trigger_service_turns_a_push_into_one_pass() {
     let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
     assert_eq!(rx.send(&headers, &body).status, 202);
     assert!(
-        wait_until(DEADLINE, || passes_recorded(&record).len() == 1),
+        poll_until(|| passes_recorded(&record).len() == 1),
         "no pass after the push:\n{}",
         rx.log()
     );
@@ -1409,7 +1343,7 @@ fn the_documented_runit_trigger_service_turns_a_push_into_one_pass() {
             rx.trigger.display()
         )
     );
-    assert!(wait_until(DEADLINE, || !rx.trigger.exists()));
+    assert!(poll_until(|| !rx.trigger.exists()));
     thread::sleep(Duration::from_secs(3));
     assert_eq!(passes_recorded(&record).len(), 1, "passes without pushes");
     stop.store(true, Ordering::SeqCst);
@@ -1454,15 +1388,12 @@ fn the_documented_cron_trigger_check_runs_a_pass_only_after_a_push() {
         .replace("logger -t gitops-run", "cat");
     assert!(!command.contains('%'), "cron would cut the line at %");
     let cron_run = || {
-        Command::new("/bin/sh")
+        run(Command::new("/bin/sh")
             .arg("-c")
             .arg(&command)
             .env_clear()
             .env("PATH", path_var.as_deref().expect("PATH= in the cron file"))
-            .env("SHELL", "/bin/sh")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the cron command")
+            .env("SHELL", "/bin/sh"))
     };
 
     cron_run();
@@ -1472,7 +1403,7 @@ fn the_documented_cron_trigger_check_runs_a_pass_only_after_a_push() {
     );
     let (headers, body) = push(Forge::GitLab, "refs/heads/main", SECRET);
     assert_eq!(rx.send(&headers, &body).status, 202);
-    assert!(wait_until(DEADLINE, || rx.trigger.is_file()));
+    assert!(poll_until(|| rx.trigger.is_file()));
     cron_run();
     assert_eq!(
         passes_recorded(&record),
@@ -1491,7 +1422,6 @@ fn the_documented_cron_trigger_check_runs_a_pass_only_after_a_push() {
 // The shipped units
 // ---------------------------------------------------------------------------
 
-const UNITS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
 const RECEIVER_UNITS: &[&str] = &[
     "gitops-run-receiver.socket",
     "gitops-run-receiver.service",
@@ -1501,49 +1431,13 @@ const RECEIVER_UNITS: &[&str] = &[
 const OTHER_UNITS: &[&str] = &["gitops-run.service", "gitops-run.timer"];
 const EXPOSURE_LIMIT: f64 = 2.0;
 
-fn read_unit(name: &str) -> String {
-    fs::read_to_string(Path::new(UNITS_DIR).join(name))
-        .unwrap_or_else(|e| panic!("read systemd/{name}: {e}"))
-}
-
-/// `systemd-analyze` with a plain, fixed environment.
-fn systemd_analyze() -> Command {
-    let exe = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("systemd-analyze not found: apt-get install systemd");
-    let mut cmd = Command::new(exe);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .env("SYSTEMD_PAGER", "")
-        .env("SYSTEMD_COLORS", "0");
-    cmd
-}
-
-fn output_text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A temporary root with units installed where the package puts them and
-/// the built binary at /usr/bin/gitops-run.
-fn unit_root(units: &[(&str, String)]) -> TempDir {
-    let root = tempfile::Builder::new()
-        .prefix("gitops-run-receiver-units-")
-        .tempdir()
-        .unwrap();
-    let unit_dir = root.path().join("usr/lib/systemd/system");
-    fs::create_dir_all(&unit_dir).unwrap();
+/// A root with `units` (name, text) and the built binary installed.
+fn unit_root(units: &[(&str, String)]) -> UnitRoot {
+    let root = UnitRoot::bare();
     for (name, text) in units {
-        fs::write(unit_dir.join(name), text).unwrap();
+        root.add_unit(name, text);
     }
-    let bin = root.path().join("usr/bin/gitops-run");
-    fs::create_dir_all(bin.parent().unwrap()).unwrap();
-    fs::copy(env!("CARGO_BIN_EXE_gitops-run"), &bin).unwrap();
+    root.add_binary();
     root
 }
 
@@ -1555,31 +1449,13 @@ fn shipped_units() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-fn verify(root: &Path, unit: &str) -> Output {
-    systemd_analyze()
-        .arg("verify")
-        .arg(format!("--root={}", root.display()))
-        .args(["--recursive-errors=no", "--man=no", unit])
-        .output()
-        .expect("run systemd-analyze verify")
-}
-
-fn complaints(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("unknown") || l.contains("ignoring") || l.contains("invalid")
-        })
-        .collect()
-}
-
 #[test]
 fn receiver_units_pass_systemd_analyze_verify() {
     let root = unit_root(&shipped_units());
     for unit in RECEIVER_UNITS {
-        let out = verify(root.path(), unit);
-        let all = output_text(&out);
-        assert!(out.status.success(), "verify {unit}:\n{all}");
+        let out = root.verify(unit);
+        let all = out.all_output();
+        assert!(out.success(), "verify {unit}:\n{all}");
         assert!(
             complaints(&all).is_empty(),
             "verify {unit} complained:\n{all}"
@@ -1593,39 +1469,17 @@ fn receiver_units_pass_systemd_analyze_verify() {
         }
     }
     let root = unit_root(&units);
-    let out = verify(root.path(), "gitops-run-receiver.service");
+    let out = root.verify("gitops-run-receiver.service");
     assert!(
-        !out.status.success() && output_text(&out).contains("Frobnicate"),
-        "{}",
-        output_text(&out)
+        !out.success() && out.all_output().contains("Frobnicate"),
+        "{out}"
     );
-}
-
-/// The exposure score of `unit` in `root`, and the whole report.
-fn exposure(root: &Path, unit: &str) -> (f64, String) {
-    let out = systemd_analyze()
-        .args(["security", "--offline=yes"])
-        .arg(format!("--root={}", root.display()))
-        .arg(unit)
-        .output()
-        .expect("run systemd-analyze security");
-    let all = output_text(&out);
-    let marker = format!("Overall exposure level for {unit}:");
-    let score = all
-        .lines()
-        .find_map(|l| {
-            l.split_once(&marker)
-                .map(|(_, rest)| rest.trim().to_owned())
-        })
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{all}"));
-    (score, all)
 }
 
 #[test]
 fn receiver_service_exposure_is_below_two() {
     let root = unit_root(&shipped_units());
-    let (score, all) = exposure(root.path(), "gitops-run-receiver.service");
+    let (score, all) = root.exposure("gitops-run-receiver.service");
     assert!(
         score < EXPOSURE_LIMIT,
         "exposure {score} of gitops-run-receiver.service is not below {EXPOSURE_LIMIT}:\n{all}"
@@ -1655,44 +1509,8 @@ fn receiver_service_exposure_is_below_two() {
         .map(|l| format!("{l}\n"))
         .collect();
     let root = unit_root(&[("gitops-run-receiver.service", bare)]);
-    let (bare_score, all) = exposure(root.path(), "gitops-run-receiver.service");
+    let (bare_score, all) = root.exposure("gitops-run-receiver.service");
     assert!(bare_score > EXPOSURE_LIMIT * 2.0, "{all}");
-}
-
-/// The single value of `key` in `section` of a unit text.
-fn unit_value(text: &str, section: &str, key: &str) -> String {
-    let mut current = String::new();
-    let mut found = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = name.to_owned();
-        } else if let Some((k, v)) = line.split_once('=') {
-            if current == section && k.trim() == key {
-                found.push(v.trim().to_owned());
-            }
-        }
-    }
-    assert_eq!(found.len(), 1, "[{section}] {key}= in {text}");
-    found.remove(0)
-}
-
-/// The `[default: ...]` of `flag` in `gitops-run receive --help`.
-fn receive_help_default(flag: &str) -> String {
-    let out = common::bin().args(["receive", "--help"]).output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout).into_owned();
-    let start = help
-        .lines()
-        .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
-        .unwrap_or_else(|| panic!("{flag} not in receive --help:\n{help}"));
-    help.lines()
-        .skip(start)
-        .take_while(|l| !l.trim_start().starts_with("--") || l.contains(flag))
-        .find_map(|l| l.split_once("[default: ").map(|(_, v)| v.to_owned()))
-        .and_then(|v| v.split(']').next().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no default for {flag}:\n{help}"))
 }
 
 /// The units agree with each other and with the binary: the path unit
@@ -1729,7 +1547,7 @@ fn receiver_units_agree_with_each_other_and_the_binary() {
     let runtime = unit_value(&service, "Service", "RuntimeDirectory");
     let trigger = unit_value(&path, "Path", "PathExists");
     assert_eq!(trigger, format!("/run/{runtime}/trigger"));
-    assert_eq!(receive_help_default("--trigger-file"), trigger);
+    assert_eq!(help_default(&["receive"], "--trigger-file"), trigger);
     assert_eq!(unit_value(&path, "Path", "Unit"), "gitops-run.service");
     assert!(Path::new(UNITS_DIR).join("gitops-run.service").is_file());
     // Skipped like the service it starts when there is no config.

@@ -10,14 +10,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use crate::common::{bin, current_in, run, Origin, Run};
-use tempfile::TempDir;
+use crate::common::{
+    bin, complaints, current_in, help_default, read_unit, run, systemd_analyze, unit_directives,
+    unit_value, Origin, Run, UnitRoot, INSTALLED_BINARY,
+};
 
-/// Where the unit files live in the source tree.
-const UNITS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
 /// The unit files shipped, as installed.
 const UNIT_FILES: &[&str] = &[
     "gitops-run.service",
@@ -32,164 +31,26 @@ const UNITS: &[&str] = &[
     "gitops-run@example.service",
     "gitops-run@example.timer",
 ];
-/// Where the package installs the binary; ExecStart= must name it.
-const INSTALLED_BINARY: &str = "/usr/bin/gitops-run";
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A `systemd-analyze` command with a fixed, plain environment (C locale, so
-/// its tables use ASCII marks; no pager, no colours).
-fn systemd_analyze() -> Command {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
-        .map(|dir| dir.join("systemd-analyze"))
-        .find(|p| p.is_file());
-    let Some(exe) = found else {
-        panic!(
-            "systemd-analyze not found: install the `systemd` package \
-             (apt-get install systemd); these tests check the shipped units with it"
-        );
-    };
-    let mut cmd = Command::new(exe);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .env("SYSTEMD_PAGER", "")
-        .env("SYSTEMD_COLORS", "0");
-    cmd
-}
-
-/// Stdout and stderr of `out`, for assertions and messages.
-fn text(out: &Run) -> String {
-    format!("{}{}", out.stdout, out.stderr)
-}
-
-/// A temporary file system root with the units installed as the package
-/// installs them.
-struct Root {
-    dir: TempDir,
-}
-
-impl Root {
-    /// The shipped units and the built binary.
-    fn new() -> Root {
-        let root = Root::bare();
-        for name in UNIT_FILES {
-            root.add_unit(name, &read_unit(name));
-        }
-        root.add_binary();
-        root
+/// A root with the shipped units and the built binary installed.
+fn shipped_root() -> UnitRoot {
+    let root = UnitRoot::bare();
+    for name in UNIT_FILES {
+        root.add_unit(name, &read_unit(name));
     }
-
-    /// An empty root: add units and the binary yourself.
-    fn bare() -> Root {
-        let dir = tempfile::Builder::new()
-            .prefix("gitops-run-units-")
-            .tempdir()
-            .expect("create the temporary root");
-        fs::create_dir_all(dir.path().join("usr/lib/systemd/system")).unwrap();
-        Root { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn add_unit(&self, name: &str, text: &str) {
-        fs::write(self.path().join("usr/lib/systemd/system").join(name), text).unwrap();
-    }
-
-    fn add_binary(&self) {
-        let target = self.path().join(INSTALLED_BINARY.trim_start_matches('/'));
-        fs::create_dir_all(target.parent().unwrap()).unwrap();
-        fs::copy(env!("CARGO_BIN_EXE_gitops-run"), &target).unwrap();
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    /// `systemd-analyze verify` of `unit` in this root. `--man=no`: the man
-    /// page is built by the package, not installed from this tree, and `man`
-    /// would look on the host anyway. `--recursive-errors=no`: only the named
-    /// unit counts, not units it merely refers to (network-online.target, ...).
-    fn verify(&self, unit: &str) -> Run {
-        run(systemd_analyze()
-            .arg("verify")
-            .arg(format!("--root={}", self.path().display()))
-            .args(["--recursive-errors=no", "--man=no", unit]))
-    }
-}
-
-/// The source text of a shipped unit file.
-fn read_unit(name: &str) -> String {
-    let path = Path::new(UNITS_DIR).join(name);
-    fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
-}
-
-/// Lines of `systemd-analyze verify` output that report a problem with the
-/// unit files' contents: unknown keys or sections, bad values, anything
-/// systemd ignores.
-fn complaints(output: &str) -> Vec<&str> {
-    output
-        .lines()
-        .filter(|line| {
-            let lower = line.to_ascii_lowercase();
-            lower.contains("unknown") || lower.contains("ignoring") || lower.contains("invalid")
-        })
-        .collect()
-}
-
-/// A unit file as (section, key, value) in file order, comments dropped.
-fn directives(text: &str) -> Vec<(String, String, String)> {
-    let mut section = String::new();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_owned();
-            continue;
-        }
-        assert!(
-            !line.ends_with('\\'),
-            "line continuations are not expected in the units: {line}"
-        );
-        let (key, value) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("not KEY=VALUE: {line}"));
-        out.push((
-            section.clone(),
-            key.trim().to_owned(),
-            value.trim().to_owned(),
-        ));
-    }
-    out
-}
-
-/// The single value of `key` in `section`.
-#[track_caller]
-fn value(text: &str, section: &str, key: &str) -> String {
-    let found: Vec<String> = directives(text)
-        .into_iter()
-        .filter(|(s, k, _)| s == section && k == key)
-        .map(|(_, _, v)| v)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one [{section}] {key}=, found {found:?}"
-    );
-    found.into_iter().next().unwrap()
+    root.add_binary();
+    root
 }
 
 /// A systemd time span in microseconds, as `systemd-analyze timespan` reads it.
 #[track_caller]
 fn timespan_us(span: &str) -> u64 {
     let out = run(systemd_analyze().args(["timespan", span]));
-    assert!(out.success(), "timespan {span:?}:\n{}", text(&out));
+    assert!(out.success(), "timespan {span:?}:\n{out}");
     let stdout = &out.stdout;
     stdout
         .lines()
@@ -202,56 +63,16 @@ fn timespan_us(span: &str) -> u64 {
         .unwrap_or_else(|| panic!("no μs line in timespan output:\n{stdout}"))
 }
 
-/// The `[default: ...]` of `flag` in `gitops-run --help`.
-fn help_default(flag: &str) -> String {
-    let out = run(bin().arg("--help"));
-    assert!(out.success(), "gitops-run --help:\n{}", text(&out));
-    let help = out.stdout;
-    let start = help
-        .lines()
-        .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
-        .unwrap_or_else(|| panic!("{flag} not in --help:\n{help}"));
-    help.lines()
-        .skip(start + 1)
-        .take_while(|l| !l.trim_start().starts_with("--"))
-        .find_map(|l| l.trim().strip_prefix("[default: "))
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("no default for {flag} in --help:\n{help}"))
-        .to_owned()
-}
-
-/// The `Overall exposure level` that `systemd-analyze security` prints for
-/// `unit`, and the whole output.
-fn exposure(root: &Root, unit: &str) -> (f64, String) {
-    let out = run(systemd_analyze()
-        .args(["security", "--offline=yes"])
-        .arg(format!("--root={}", root.path().display()))
-        .arg(unit));
-    let all = text(&out);
-    assert!(out.success(), "security {unit}:\n{all}");
-    let marker = format!("Overall exposure level for {unit}:");
-    let level = all
-        .lines()
-        .find_map(|l| l.split_once(&marker).map(|(_, rest)| rest.to_owned()))
-        .unwrap_or_else(|| panic!("no {marker:?} line:\n{all}"));
-    let score = level
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("cannot parse the exposure level in {level:?}"));
-    (score, all)
-}
-
 // ---------------------------------------------------------------------------
 // systemd-analyze verify
 // ---------------------------------------------------------------------------
 
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
-    let root = Root::new();
+    let root = shipped_root();
     for unit in UNITS {
         let out = root.verify(unit);
-        let all = text(&out);
+        let all = out.all_output();
         assert!(
             out.success(),
             "systemd-analyze verify {unit} failed ({:?}):\n{all}",
@@ -268,14 +89,14 @@ fn every_unit_passes_systemd_analyze_verify() {
 /// makes `verify` fail and complain, naming the key.
 #[test]
 fn verify_rejects_unknown_keys() {
-    let root = Root::bare();
+    let root = UnitRoot::bare();
     root.add_binary();
     let unit =
         read_unit("gitops-run.service").replacen("[Service]\n", "[Service]\nFrobnicate=yes\n", 1);
     assert!(unit.contains("Frobnicate=yes"));
     root.add_unit("gitops-run.service", &unit);
     let out = root.verify("gitops-run.service");
-    let all = text(&out);
+    let all = out.all_output();
     assert!(
         !out.success(),
         "verify should fail on Frobnicate=yes:\n{all}"
@@ -294,10 +115,10 @@ fn verify_rejects_unknown_keys() {
 /// ExecStart= names `/usr/bin/gitops-run`.
 #[test]
 fn verify_fails_without_the_binary_in_the_root() {
-    let root = Root::bare();
+    let root = UnitRoot::bare();
     root.add_unit("gitops-run.service", &read_unit("gitops-run.service"));
     let out = root.verify("gitops-run.service");
-    let all = text(&out);
+    let all = out.all_output();
     assert!(
         !out.success(),
         "verify should fail without {INSTALLED_BINARY}:\n{all}"
@@ -318,13 +139,13 @@ fn verify_fails_without_the_binary_in_the_root() {
 /// be longer than the timer interval).
 #[test]
 fn time_spans_fit_the_binary_defaults() {
-    let entrypoint_timeout = timespan_us(&help_default("--timeout"));
-    let reboot_grace = timespan_us(&help_default("--reboot-grace"));
+    let entrypoint_timeout = timespan_us(&help_default(&[], "--timeout"));
+    let reboot_grace = timespan_us(&help_default(&[], "--reboot-grace"));
     let five_minutes = timespan_us("5min");
 
     for unit in ["gitops-run.service", "gitops-run@.service"] {
         let text = read_unit(unit);
-        let start = timespan_us(&value(&text, "Service", "TimeoutStartSec"));
+        let start = timespan_us(&unit_value(&text, "Service", "TimeoutStartSec"));
         assert!(
             start >= entrypoint_timeout + five_minutes,
             "{unit}: TimeoutStartSec ({start} us) must exceed the entrypoint timeout \
@@ -334,10 +155,10 @@ fn time_spans_fit_the_binary_defaults() {
 
     for unit in ["gitops-run.timer", "gitops-run@.timer"] {
         let text = read_unit(unit);
-        let boot = timespan_us(&value(&text, "Timer", "OnBootSec"));
-        let every = timespan_us(&value(&text, "Timer", "OnUnitInactiveSec"));
-        let random = timespan_us(&value(&text, "Timer", "RandomizedDelaySec"));
-        let accuracy = timespan_us(&value(&text, "Timer", "AccuracySec"));
+        let boot = timespan_us(&unit_value(&text, "Timer", "OnBootSec"));
+        let every = timespan_us(&unit_value(&text, "Timer", "OnUnitInactiveSec"));
+        let random = timespan_us(&unit_value(&text, "Timer", "RandomizedDelaySec"));
+        let accuracy = timespan_us(&unit_value(&text, "Timer", "AccuracySec"));
         assert!(boot > 0 && every > 0 && random > 0);
         let longest_gap = every + random + accuracy;
         assert!(
@@ -358,9 +179,9 @@ fn template_and_plain_units_differ_only_where_they_must() {
     let template = read_unit("gitops-run@.service");
 
     // The plain unit skips until configured, on the file it then reads.
-    let config = value(&plain, "Unit", "ConditionPathExists");
+    let config = unit_value(&plain, "Unit", "ConditionPathExists");
     assert_eq!(config, "/etc/gitops-run/config");
-    let exec = value(&plain, "Service", "ExecStart");
+    let exec = unit_value(&plain, "Service", "ExecStart");
     assert_eq!(exec, format!("{INSTALLED_BINARY} --config {config}"));
     assert!(
         !exec.contains("--once"),
@@ -368,16 +189,16 @@ fn template_and_plain_units_differ_only_where_they_must() {
     );
 
     // The template: its own config, state directory and webhook.
-    let state_dir = value(&template, "Service", "StateDirectory");
+    let state_dir = unit_value(&template, "Service", "StateDirectory");
     assert_eq!(state_dir, "gitops-run/instances/%i");
     assert_eq!(
-        value(&template, "Service", "Environment"),
+        unit_value(&template, "Service", "Environment"),
         format!("GITOPS_STATE_DIR=/var/lib/{state_dir}"),
         "the pinned state directory must be the one systemd creates"
     );
     // Environment: the template pins its state directory; the plain unit names the
     // push receiver's trigger, which only the main configuration has.
-    let expected: Vec<(String, String, String)> = directives(&plain)
+    let expected: Vec<(String, String, String)> = unit_directives(&plain)
         .into_iter()
         .filter(|(_, k, _)| k != "ConditionPathExists" && k != "Environment")
         .map(|(s, k, v)| {
@@ -395,7 +216,7 @@ fn template_and_plain_units_differ_only_where_they_must() {
             (s, k, v)
         })
         .collect();
-    let actual: Vec<(String, String, String)> = directives(&template)
+    let actual: Vec<(String, String, String)> = unit_directives(&template)
         .into_iter()
         .filter(|(_, k, _)| k != "Environment")
         .collect();
@@ -404,8 +225,8 @@ fn template_and_plain_units_differ_only_where_they_must() {
         "gitops-run@.service differs from gitops-run.service beyond the instance settings"
     );
 
-    let plain = directives(&read_unit("gitops-run.timer"));
-    let template = directives(&read_unit("gitops-run@.timer"));
+    let plain = unit_directives(&read_unit("gitops-run.timer"));
+    let template = unit_directives(&read_unit("gitops-run@.timer"));
     let strip = |d: Vec<(String, String, String)>| -> Vec<(String, String, String)> {
         d.into_iter()
             .filter(|(_, k, _)| k != "Description")
@@ -424,9 +245,9 @@ fn template_and_plain_units_differ_only_where_they_must() {
 
 #[test]
 fn security_review_reports_an_exposure_level() {
-    let root = Root::new();
+    let root = shipped_root();
     for unit in ["gitops-run.service", "gitops-run@example.service"] {
-        let (score, all) = exposure(&root, unit);
+        let (score, all) = root.exposure(unit);
         assert!(
             (0.0..=10.0).contains(&score),
             "exposure level {score} of {unit} out of range:\n{all}"
@@ -460,23 +281,23 @@ fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Run {
             .replace("/var/lib/", &format!("{}/var/lib/", tmp.display()))
     };
 
-    let exec = value(&text, "Service", "ExecStart");
+    let exec = unit_value(&text, "Service", "ExecStart");
     let mut argv = exec.split_whitespace();
     assert_eq!(argv.next(), Some(INSTALLED_BINARY));
     let args: Vec<String> = argv.map(moved).collect();
 
     let state_dir = tmp
         .join("var/lib")
-        .join(value(&text, "Service", "StateDirectory"));
-    let mode = u32::from_str_radix(&value(&text, "Service", "StateDirectoryMode"), 8).unwrap();
+        .join(unit_value(&text, "Service", "StateDirectory"));
+    let mode = u32::from_str_radix(&unit_value(&text, "Service", "StateDirectoryMode"), 8).unwrap();
     fs::create_dir_all(&state_dir).unwrap();
     fs::set_permissions(&state_dir, fs::Permissions::from_mode(mode)).unwrap();
 
-    let (id, source) = value(&text, "Service", "LoadCredential")
+    let (id, source) = unit_value(&text, "Service", "LoadCredential")
         .split_once(':')
         .map(|(a, b)| (a.to_owned(), moved(b)))
         .unwrap();
-    let fallback = value(&text, "Service", "SetCredential");
+    let fallback = unit_value(&text, "Service", "SetCredential");
     let (fallback_id, data) = fallback.split_once(':').unwrap();
     assert_eq!(
         fallback_id, id,
@@ -494,7 +315,7 @@ fn run_unit_as_written(unit_file: &str, tmp: &Path) -> Run {
 
     let mut cmd = bin();
     cmd.args(&args).env("CREDENTIALS_DIRECTORY", &creds);
-    for (section, key, v) in directives(&text) {
+    for (section, key, v) in unit_directives(&text) {
         if section == "Service" && key == "Environment" {
             let (name, val) = v.split_once('=').unwrap();
             cmd.env(name, moved(val));
@@ -533,7 +354,7 @@ fn plain_unit_deploys_and_an_absent_webhook_is_quiet() {
     .unwrap();
 
     let out = run_unit_as_written("gitops-run.service", tmp.path());
-    let all = text(&out);
+    let all = out.all_output();
     assert!(out.success(), "the pass failed:\n{all}");
     assert_eq!(current_in(&state).as_deref(), Some(head.as_str()), "{all}");
     assert!(
@@ -562,7 +383,7 @@ fn template_unit_keeps_the_instance_state_dir() {
     .unwrap();
 
     let out = run_unit_as_written("gitops-run@.service", tmp.path());
-    let all = text(&out);
+    let all = out.all_output();
     assert!(out.success(), "the pass failed:\n{all}");
     let state = tmp.path().join("var/lib/gitops-run/instances/example");
     assert_eq!(current_in(&state).as_deref(), Some(head.as_str()), "{all}");
@@ -578,11 +399,11 @@ fn template_unit_keeps_the_instance_state_dir() {
 fn template_unit_without_its_config_file_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run_unit_as_written("gitops-run@.service", tmp.path());
-    assert_eq!(out.code, Some(2), "{}", text(&out));
+    assert_eq!(out.code, Some(2), "{}", out.all_output());
     assert!(
-        text(&out).contains("example.conf"),
+        out.all_output().contains("example.conf"),
         "the error should name the missing file:\n{}",
-        text(&out)
+        out.all_output()
     );
 }
 
@@ -592,7 +413,7 @@ fn template_unit_without_its_config_file_fails() {
 fn unit_files_have_no_repeated_keys() {
     for name in UNIT_FILES {
         let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (s, k, _) in directives(&read_unit(name)) {
+        for (s, k, _) in unit_directives(&read_unit(name)) {
             *seen.entry((s, k)).or_default() += 1;
         }
         let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();

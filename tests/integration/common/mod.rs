@@ -2,9 +2,11 @@
 //!
 //! * [`git_env`], [`git`] and [`git_command`]: run the git CLI isolated from
 //!   the user's and the system's configuration, with a fixed identity.
-//! * [`bin`]: the `gitops-run` binary under test, with a clean environment;
-//!   [`run`] runs it (or anything else) under a watchdog, and [`Spawned`]
-//!   starts it in the background with a deadline on every wait.
+//! * [`bin`]: the `gitops-run` binary under test ([`bin_path`]), with a
+//!   clean environment; [`run`] runs it (or anything else) under a watchdog,
+//!   and [`Spawned`] starts it in the background with a deadline on every
+//!   wait; [`wait_until`] and [`poll_until`] poll a condition, also with a
+//!   deadline.
 //! * [`StateDir`] and [`Host`]: a state directory that does not exist yet,
 //!   in a temporary directory, with passes, `status` and the `current` link
 //!   at hand; a host adds the [`Origin`] it deploys from.
@@ -17,7 +19,15 @@
 //! * [`Receiver`]: a scripted HTTP/1.1 webhook receiver on 127.0.0.1 that
 //!   records requests and checks `multipart/form-data` strictly.
 //! * [`ClosedPort`]: a port on 127.0.0.1 that refuses connections.
+//! * [`boot_time`], [`due_time`] and [`rfc3339`]: times for reboot requests.
+//! * [`UnitRoot`] and its helpers: the shipped systemd units, installed in a
+//!   temporary root and checked with the real `systemd-analyze`.
+//!
+//! `GITOPS_RUN_BIN=/path/to/gitops-run` runs the tests against another
+//! build of the binary (the one before a fix, say, to see which tests catch
+//! the defect); see [`bin_path`].
 
+mod clock;
 pub mod http;
 mod https;
 mod net;
@@ -26,21 +36,28 @@ mod receiver;
 pub mod run;
 mod ssh;
 mod state;
+mod units;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
+pub use self::clock::{boot_time, due_time, rfc3339};
 pub use self::https::HttpsGitServer;
 pub use self::net::{free_port, ClosedPort};
 pub use self::receiver::{Part, Receiver, Recorded, Reply};
-pub use self::run::{run, wait_until, Run, Spawned};
+pub use self::run::{pid_alive, poll_until, run, wait_until, Run, Spawned};
+pub use self::ssh::{keygen, SshGitServer};
 pub use self::state::{current_in, Host, StateDir};
-pub use self::{http::HttpGitServer, origin::Origin, ssh::SshGitServer};
+pub use self::units::{
+    complaints, help_default, read_unit, systemd_analyze, unit_directives, unit_value, UnitRoot,
+    INSTALLED_BINARY, UNITS_DIR,
+};
+pub use self::{http::HttpGitServer, origin::Origin};
 
 /// Author and committer name used for every commit made by the harness.
 pub const AUTHOR_NAME: &str = "Test Author";
@@ -167,11 +184,24 @@ pub(crate) fn git_with_env(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> 
     output.stdout.trim().to_owned()
 }
 
-/// Returns a command for the `gitops-run` binary under test, with
-/// [`git_env`] applied and every `GITOPS_*` variable removed from its
+/// The variable naming another build of the binary to test.
+const BIN_OVERRIDE: &str = "GITOPS_RUN_BIN";
+
+/// The `gitops-run` binary under test: the one cargo built for these tests,
+/// or the one `GITOPS_RUN_BIN` names when it is set and not empty. Every
+/// test runs or installs the binary through here (or [`bin`]).
+pub fn bin_path() -> PathBuf {
+    match std::env::var_os(BIN_OVERRIDE) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_gitops-run")),
+    }
+}
+
+/// Returns a command for the `gitops-run` binary under test ([`bin_path`]),
+/// with [`git_env`] applied and every `GITOPS_*` variable removed from its
 /// environment.
 pub fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops-run"));
+    let mut cmd = Command::new(bin_path());
     git_env(&mut cmd);
     for (name, _) in std::env::vars_os() {
         if name.as_bytes().starts_with(b"GITOPS_") {

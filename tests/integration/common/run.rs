@@ -6,7 +6,7 @@
 //! start a pass and act on it while it runs (signal it, kill it, race it).
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -63,16 +63,27 @@ impl Run {
             .collect()
     }
 
+    /// Stdout followed by stderr, for assertions on either and for messages.
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Neither a panic nor a backtrace in stdout or stderr.
+    #[track_caller]
+    pub fn assert_no_panic(&self) {
+        for bad in ["panicked", "RUST_BACKTRACE", "stack backtrace"] {
+            assert!(!self.stderr.contains(bad), "{bad:?} in stderr:\n{self}");
+            assert!(!self.stdout.contains(bad), "{bad:?} in stdout:\n{self}");
+        }
+    }
+
     /// One `gitops-run: error:` line and no panic or backtrace; returns the
     /// error text after that prefix up to the end of stderr.
     #[track_caller]
     pub fn assert_error_without_panic(&self) -> String {
         let errors = self.error_lines();
         assert_eq!(errors.len(), 1, "want one error line:\n{self}");
-        for bad in ["panicked", "RUST_BACKTRACE", "stack backtrace"] {
-            assert!(!self.stderr.contains(bad), "{bad:?} in stderr:\n{self}");
-            assert!(!self.stdout.contains(bad), "{bad:?} in stdout:\n{self}");
-        }
+        self.assert_no_panic();
         let (_, error) = self
             .stderr
             .split_once("gitops-run: error: ")
@@ -193,12 +204,37 @@ fn wait_for_exit(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 /// Polls `cond` until it holds; fails the test after [`SAFETY_NET`].
 #[track_caller]
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    assert!(poll_until(cond), "timed out waiting for {what}");
+}
+
+/// Polls `cond` until it holds, at most [`SAFETY_NET`]; whether it did. For
+/// a test that fails with a message of its own (what a server logged, ...).
+pub fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + SAFETY_NET;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         thread::sleep(MAX_POLL);
     }
+}
+
+/// Whether `pid` is a live process: it exists and is not a zombie (`Z`) or
+/// dead (`X`), by its state in `/proc/<pid>/stat`.
+pub fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself contain spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
 }
 
 /// A program started in the background, for tests that act on a pass while
@@ -226,12 +262,23 @@ impl Spawned {
     /// write to stderr fails with `EPIPE`, as when the reader of a pipeline
     /// died. Stdout goes to the file `log`.
     pub fn with_closed_stderr(cmd: &mut Command, log: &Path) -> Spawned {
-        let file = File::create(log)
-            .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
-        cmd.stdin(Stdio::null()).stdout(file).stderr(Stdio::piped());
-        let mut spawned = Self::spawn(cmd, log);
+        let mut spawned = Self::with_stderr(cmd, log, Stdio::piped());
         drop(spawned.child.stderr.take());
         spawned
+    }
+
+    /// Starts `cmd` with stderr thrown away (`/dev/null`), for a pass that
+    /// relays more output than a test should keep. Stdout goes to the file
+    /// `log`.
+    pub fn with_stderr_discarded(cmd: &mut Command, log: &Path) -> Spawned {
+        Self::with_stderr(cmd, log, Stdio::null())
+    }
+
+    fn with_stderr(cmd: &mut Command, log: &Path, stderr: Stdio) -> Spawned {
+        let file = File::create(log)
+            .unwrap_or_else(|err| panic!("failed to create {}: {err}", log.display()));
+        cmd.stdin(Stdio::null()).stdout(file).stderr(stderr);
+        Self::spawn(cmd, log)
     }
 
     fn spawn(cmd: &mut Command, log: &Path) -> Spawned {
@@ -259,7 +306,7 @@ impl Spawned {
 
     /// What the process wrote so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits for the process to exit; fails the test (after killing it) if

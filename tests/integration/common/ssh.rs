@@ -254,8 +254,8 @@ fn ensure_privsep_dir() {
 }
 
 /// Generates an ed25519 key pair at `path` and `path.pub` without a
-/// passphrase.
-fn keygen(path: &Path, comment: &str) {
+/// passphrase, with the real `ssh-keygen`.
+pub fn keygen(path: &Path, comment: &str) {
     let output = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)

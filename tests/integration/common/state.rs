@@ -33,6 +33,20 @@ impl StateDir {
         StateDir { tmp, path }
     }
 
+    /// Puts the state directory at `path` (which does not exist yet) inside
+    /// [`dir`](Self::dir), for a test that mounts a file system of its own
+    /// there (a small disk to fill).
+    #[track_caller]
+    pub fn relocate(&mut self, path: PathBuf) {
+        assert!(
+            path.starts_with(self.tmp.path()),
+            "{} is not inside {}",
+            path.display(),
+            self.tmp.path().display()
+        );
+        self.path = path;
+    }
+
     /// The state directory.
     pub fn path(&self) -> &Path {
         &self.path
