@@ -25,6 +25,9 @@ pub enum Exit {
     State,
     /// The reboot request is invalid, or the reboot command failed.
     Reboot,
+    /// A commit failed its health check, and rolling back to the previous commit
+    /// failed too: the host is in an unknown state.
+    UnknownState,
     /// The pass was interrupted by SIGINT or SIGTERM.
     Interrupted,
     /// `plan` only: changes are pending (the convention of
@@ -44,6 +47,7 @@ impl Exit {
             Exit::EntrypointInvalid => 6,
             Exit::State => 7,
             Exit::Reboot => 8,
+            Exit::UnknownState => 10,
             Exit::Interrupted => 130,
             Exit::Pending => 2,
         }
@@ -58,10 +62,11 @@ Exit codes:
   2    usage error: bad option, environment variable or config file
   3    fetch failed: repository unreachable or missing, branch missing, auth
   4    refused: upstream history was rewritten (remote behind or diverged)
-  5    entrypoint failed, or the failing commit waits for its next retry
+  5    entrypoint (or health check) failed, or the failing commit waits for its retry
   6    entrypoint missing, not executable, or outside the checked-out tree
   7    state directory or state file unsafe, corrupt or foreign
   8    reboot request invalid, or the reboot command failed (when all else succeeded)
+  10   unknown state: a commit failed its health check and the rollback failed too
   130  interrupted by SIGINT or SIGTERM
 `gitops-run plan` exits 0 when there is nothing to do, 2 when changes are pending,
 and otherwise as a pass would (4 refused, 5 waiting for a retry, ...).";
@@ -83,6 +88,7 @@ impl fmt::Display for Classified {
             Exit::EntrypointInvalid => "invalid entrypoint",
             Exit::State => "state error",
             Exit::Reboot => "reboot error",
+            Exit::UnknownState => "unknown state",
             Exit::Interrupted => "interrupted",
             Exit::Pending => "changes pending",
         })
@@ -143,6 +149,7 @@ mod tests {
             Exit::EntrypointInvalid,
             Exit::State,
             Exit::Reboot,
+            Exit::UnknownState,
             Exit::Interrupted,
         ];
         let codes: std::collections::BTreeSet<u8> = all.iter().map(|e| e.code()).collect();

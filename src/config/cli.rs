@@ -89,6 +89,31 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = duration_up_to::<{ 7 * DAY }>)]
     pub timeout: Duration,
 
+    /// Health check run after the entrypoint, relative to the repository root (used when the commit has it)
+    #[arg(
+        long,
+        env = "GITOPS_HEALTHCHECK",
+        value_name = "PATH",
+        default_value = "healthcheck"
+    )]
+    pub healthcheck: String,
+
+    /// Time limit for one run of the health check
+    #[arg(long, env = "GITOPS_HEALTHCHECK_TIMEOUT", value_name = "DURATION", default_value = "2m", value_parser = duration_up_to::<{ DAY }>)]
+    pub healthcheck_timeout: Duration,
+
+    /// How often the health check is run before the commit counts as unhealthy
+    #[arg(long, env = "GITOPS_HEALTHCHECK_RETRIES", value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub healthcheck_retries: u32,
+
+    /// Wait between two runs of a failing health check
+    #[arg(long, env = "GITOPS_HEALTHCHECK_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = duration_up_to::<{ DAY }>)]
+    pub healthcheck_interval: Duration,
+
+    /// Run the deployed commit's entrypoint again when its last successful run is older than this, to correct drift (0: never)
+    #[arg(long, env = "GITOPS_RECONCILE_EVERY", value_name = "DURATION", default_value = "0", value_parser = duration_up_to::<{ 365 * DAY }>)]
+    pub reconcile_every: Duration,
+
     /// Time limit for fetching from the Git server, connection included
     #[arg(long, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5m", value_parser = duration_up_to::<{ DAY }>)]
     pub fetch_timeout: Duration,
@@ -284,6 +309,11 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_VERBOSE",
     "GITOPS_TRIGGER_FILE",
     "GITOPS_SECRETS",
+    "GITOPS_HEALTHCHECK",
+    "GITOPS_HEALTHCHECK_TIMEOUT",
+    "GITOPS_HEALTHCHECK_RETRIES",
+    "GITOPS_HEALTHCHECK_INTERVAL",
+    "GITOPS_RECONCILE_EVERY",
     "GITOPS_AGE_IDENTITY",
     "GITOPS_SECRETS_ROOT",
 ];

@@ -56,6 +56,16 @@ pub enum Action {
     },
 }
 
+/// The health check run after an entrypoint succeeded.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Relative to the repository root; used when the commit has this file.
+    pub path: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub interval: Duration,
+}
+
 /// Where a commit's secrets are decrypted, and with what.
 #[derive(Debug, Clone)]
 pub struct SecretsSettings {
@@ -81,6 +91,9 @@ pub struct PassSettings {
     pub branch: String,
     pub entrypoint: String,
     pub timeout: Duration,
+    pub health: HealthSettings,
+    /// `--reconcile-every`; `None`: never.
+    pub reconcile_every: Option<Duration>,
     pub fetch_timeout: Duration,
     pub ssh: SshOptions,
     pub allow_rewrite: bool,
@@ -273,6 +286,7 @@ fn pass_settings(
     }
     let entrypoint = tree_path("--entrypoint", p.entrypoint)?;
     let reboot_file = tree_path("--reboot-file", p.reboot_file)?;
+    let healthcheck = tree_path("--healthcheck", p.healthcheck)?;
     let notify = crate::notify::resolve(
         p.webhook_url.clone(),
         p.webhook_url_file.as_deref(),
@@ -287,6 +301,13 @@ fn pass_settings(
         branch: p.branch,
         entrypoint,
         timeout: p.timeout,
+        health: HealthSettings {
+            path: healthcheck,
+            timeout: p.healthcheck_timeout,
+            retries: p.healthcheck_retries,
+            interval: p.healthcheck_interval,
+        },
+        reconcile_every: (!p.reconcile_every.is_zero()).then_some(p.reconcile_every),
         fetch_timeout: p.fetch_timeout,
         ssh: SshOptions {
             key: p.ssh_key,

@@ -31,6 +31,18 @@ pub enum Ended {
     /// The host is frozen: the remote tip was not applied (`pending`: it differs
     /// from the deployed commit).
     Held { pending: bool },
+    /// `commit` failed its health check; the previous commit's entrypoint ran again
+    /// and the host is back on it (`None`: there was nothing to roll back to).
+    Unhealthy {
+        commit: String,
+        rolled_back_to: Option<String>,
+    },
+    /// `commit` was unhealthy and the rollback to `to` failed: unknown state.
+    RollbackFailed { commit: String, to: String },
+    /// A reconcile run of the deployed commit succeeded, correcting `drift` things.
+    Reconciled { commit: String, drift: usize },
+    /// A reconcile run of the deployed commit failed (nothing else changed).
+    ReconcileFailed { commit: String },
     /// An error of the given class ended the pass early.
     Error(Exit),
 }
@@ -48,6 +60,14 @@ pub enum Label {
     Refused,
     /// The host is frozen; nothing was applied.
     Frozen,
+    /// A commit failed its health check and the host was rolled back.
+    Unhealthy,
+    /// The health rollback failed: the host is in an unknown state.
+    RollbackFailed,
+    /// The deployed commit's entrypoint ran again (drift correction).
+    Reconciled,
+    /// That reconcile run failed.
+    ReconcileFailed,
     Error,
 }
 
@@ -62,6 +82,10 @@ impl Label {
             Label::Waiting => "waiting",
             Label::Refused => "refused",
             Label::Frozen => "frozen",
+            Label::Unhealthy => "unhealthy",
+            Label::RollbackFailed => "rollback-failed",
+            Label::Reconciled => "reconciled",
+            Label::ReconcileFailed => "reconcile-failed",
             Label::Error => "error",
         }
     }
@@ -70,7 +94,14 @@ impl Label {
     pub fn attempted(self) -> bool {
         matches!(
             self,
-            Label::Applied | Label::Failed | Label::Interrupted | Label::InvalidEntrypoint
+            Label::Applied
+                | Label::Failed
+                | Label::Interrupted
+                | Label::InvalidEntrypoint
+                | Label::Unhealthy
+                | Label::RollbackFailed
+                | Label::Reconciled
+                | Label::ReconcileFailed
         )
     }
 }
@@ -112,6 +143,30 @@ pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
             ),
         ),
         Ended::Held { .. } => (Exit::Ok, Label::Frozen, Signal::Hold),
+        Ended::Unhealthy { commit, .. } => (
+            Exit::EntrypointFailed,
+            Label::Unhealthy,
+            Signal::Bad(Kind::Unhealthy, format!("unhealthy:{commit}")),
+        ),
+        Ended::RollbackFailed { commit, to } => (
+            Exit::UnknownState,
+            Label::RollbackFailed,
+            Signal::Bad(
+                Kind::RollbackFailed,
+                format!("rollback-failed:{commit}:{to}"),
+            ),
+        ),
+        Ended::Reconciled { drift: 0, .. } => (Exit::Ok, Label::Reconciled, Signal::Quiet),
+        Ended::Reconciled { .. } => (
+            Exit::Ok,
+            Label::Reconciled,
+            Signal::Good(Kind::DriftCorrected),
+        ),
+        Ended::ReconcileFailed { commit } => (
+            Exit::EntrypointFailed,
+            Label::ReconcileFailed,
+            Signal::Bad(Kind::ReconcileFailed, format!("reconcile-failed:{commit}")),
+        ),
         Ended::Error(exit) => (
             *exit,
             Label::Error,
@@ -233,6 +288,10 @@ mod tests {
             Label::Waiting,
             Label::Refused,
             Label::Frozen,
+            Label::Unhealthy,
+            Label::RollbackFailed,
+            Label::Reconciled,
+            Label::ReconcileFailed,
             Label::Error,
         ] {
             assert_eq!(

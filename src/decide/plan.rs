@@ -75,6 +75,12 @@ pub enum Reason {
     Rewrite,
     /// `gitops-run rollback`: a previously deployed commit, deployed again by hand.
     Rollback,
+    /// A new commit failed its health check: the previously deployed commit's
+    /// entrypoint runs again to bring the host back.
+    HealthRollback,
+    /// Nothing new, but the deployed commit's entrypoint runs again to correct drift
+    /// (`--reconcile-every`).
+    Reconcile,
 }
 
 impl Reason {
@@ -85,6 +91,8 @@ impl Reason {
             Reason::Retry => "retry",
             Reason::Rewrite => "rewrite",
             Reason::Rollback => "rollback",
+            Reason::HealthRollback => "health-rollback",
+            Reason::Reconcile => "reconcile",
         }
     }
 }
@@ -95,6 +103,10 @@ pub struct Failing {
     pub commit: String,
     pub consecutive: u32,
     pub next_retry_at: DateTime<Utc>,
+    /// The commit failed its health check and the host was rolled back: it is not
+    /// retried on backoff, only by `--once` (or superseded by a newer commit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unhealthy: bool,
 }
 
 /// What this pass does.
@@ -110,6 +122,11 @@ pub enum Plan {
     Refuse(Classification),
     /// The host is frozen: the remote tip differs, and nothing is applied.
     Held(Classification),
+    /// The remote tip failed its health check and was rolled back; it is not
+    /// retried until `--once` or a newer commit.
+    Unhealthy { failures: u32 },
+    /// Nothing new: run the deployed commit's entrypoint again to correct drift.
+    Reconcile,
 }
 
 /// Everything the plan depends on.
@@ -124,7 +141,18 @@ pub struct Situation<'a> {
     pub force_retry: bool,
     /// An operator froze the host (or rolled it back, which pins it).
     pub frozen: bool,
+    /// `--reconcile-every`, and when the deployed commit's entrypoint last ran
+    /// successfully.
+    pub reconcile_every: Option<std::time::Duration>,
+    pub last_run: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
+}
+
+/// Whether a failure record's retry is due at `now` (a retry time further away than
+/// the longest backoff was recorded while the clock was wrong: it is due).
+fn retry_due(f: &Failing, now: DateTime<Utc>) -> bool {
+    now >= f.next_retry_at
+        || f.next_retry_at.signed_duration_since(now) > Duration::seconds(RETRY_MAX_SECS)
 }
 
 /// Decide what a pass does. A frozen host applies nothing; a rewrite is refused
@@ -132,7 +160,7 @@ pub struct Situation<'a> {
 pub fn plan(s: &Situation<'_>) -> Plan {
     let (class, remote, now) = (s.class, s.remote, s.now);
     if class == Classification::UpToDate {
-        return Plan::Nothing;
+        return reconcile(s);
     }
     if s.frozen {
         return Plan::Held(class);
@@ -148,12 +176,11 @@ pub fn plan(s: &Situation<'_>) -> Plan {
         Classification::Behind => Reason::New,
     };
     match failing {
+        Some(f) if f.commit == remote && f.unhealthy && !force_retry => Plan::Unhealthy {
+            failures: f.consecutive,
+        },
         Some(f) if f.commit == remote => {
-            // A retry time further away than the longest backoff was recorded while
-            // the clock was wrong: it is due, not years away.
-            let implausible =
-                f.next_retry_at.signed_duration_since(now) > Duration::seconds(RETRY_MAX_SECS);
-            if force_retry || now >= f.next_retry_at || implausible {
+            if force_retry || retry_due(f, now) {
                 Plan::Apply(Reason::Retry)
             } else {
                 Plan::Wait {
@@ -163,6 +190,34 @@ pub fn plan(s: &Situation<'_>) -> Plan {
             }
         }
         _ => Plan::Apply(fresh),
+    }
+}
+
+/// Nothing new on the branch: reconcile when it is due (never while frozen), a
+/// failed reconcile again after its backoff.
+fn reconcile(s: &Situation<'_>) -> Plan {
+    let Some(every) = s.reconcile_every.filter(|_| !s.frozen) else {
+        return Plan::Nothing;
+    };
+    if let Some(f) = s.failing.filter(|f| f.commit == s.remote) {
+        return if s.force_retry || retry_due(f, s.now) {
+            Plan::Reconcile
+        } else {
+            Plan::Wait {
+                until: f.next_retry_at,
+                failures: f.consecutive,
+            }
+        };
+    }
+    let every = Duration::from_std(every).unwrap_or(Duration::MAX);
+    let due = s
+        .last_run
+        .and_then(|t| t.checked_add_signed(every))
+        .is_none_or(|at| s.now >= at);
+    if due {
+        Plan::Reconcile
+    } else {
+        Plan::Nothing
     }
 }
 
@@ -176,6 +231,7 @@ pub fn record_failure(previous: Option<&Failing>, commit: &str, now: DateTime<Ut
         commit: commit.to_string(),
         consecutive,
         next_retry_at: now.checked_add_signed(backoff(consecutive)).unwrap_or(now),
+        unhealthy: false,
     }
 }
 
@@ -200,6 +256,8 @@ mod tests {
             allow_rewrite,
             force_retry,
             frozen: false,
+            reconcile_every: None,
+            last_run: None,
             now,
         })
     }
@@ -232,6 +290,7 @@ mod tests {
             commit: "x".into(),
             consecutive: 3,
             next_retry_at: t(0),
+            unhealthy: false,
         };
         assert_eq!(
             plan(UpToDate, "r", Some(&f), false, true, t(10)),
@@ -273,6 +332,7 @@ mod tests {
             commit: "r".into(),
             consecutive: 2,
             next_retry_at: t(600),
+            unhealthy: false,
         };
         assert_eq!(
             plan(Behind, "r", Some(&f), false, false, t(599)),
@@ -298,6 +358,7 @@ mod tests {
             commit: "r".into(),
             consecutive: 3,
             next_retry_at: t(365 * 86_400),
+            unhealthy: false,
         };
         assert_eq!(
             plan(Behind, "r", Some(&f), false, false, t(0)),
@@ -323,6 +384,7 @@ mod tests {
             commit: "r".into(),
             consecutive: 5,
             next_retry_at: t(3600),
+            unhealthy: false,
         };
         assert_eq!(
             plan(Behind, "r", Some(&f), false, true, t(0)),
@@ -336,6 +398,7 @@ mod tests {
             commit: "old".into(),
             consecutive: 4,
             next_retry_at: t(3600),
+            unhealthy: false,
         };
         assert_eq!(
             plan(Behind, "new", Some(&f), false, false, t(0)),
@@ -349,6 +412,7 @@ mod tests {
             commit: "r".into(),
             consecutive: 1,
             next_retry_at: t(0),
+            unhealthy: false,
         };
         for class in [Initial, Behind, RemoteBehind, Diverged] {
             let s = Situation {
@@ -358,6 +422,8 @@ mod tests {
                 allow_rewrite: true,
                 force_retry: true,
                 frozen: true,
+                reconcile_every: None,
+                last_run: None,
                 now: t(10),
             };
             assert_eq!(super::plan(&s), Plan::Held(class));
@@ -369,9 +435,99 @@ mod tests {
             allow_rewrite: false,
             force_retry: false,
             frozen: true,
+            reconcile_every: Some(std::time::Duration::from_secs(60)),
+            last_run: None,
             now: t(0),
         };
         assert_eq!(super::plan(&up), Plan::Nothing);
+    }
+
+    fn situation<'a>(
+        class: Classification,
+        failing: Option<&'a Failing>,
+        last: Option<i64>,
+        now: i64,
+    ) -> Situation<'a> {
+        Situation {
+            class,
+            remote: "r",
+            failing,
+            allow_rewrite: false,
+            force_retry: false,
+            frozen: false,
+            reconcile_every: Some(std::time::Duration::from_secs(3600)),
+            last_run: last.map(t),
+            now: t(now),
+        }
+    }
+
+    #[test]
+    fn reconcile_runs_when_due_and_never_while_frozen_or_before_a_new_commit() {
+        assert_eq!(
+            super::plan(&situation(UpToDate, None, Some(0), 3599)),
+            Plan::Nothing
+        );
+        assert_eq!(
+            super::plan(&situation(UpToDate, None, Some(0), 3600)),
+            Plan::Reconcile
+        );
+        assert_eq!(
+            super::plan(&situation(UpToDate, None, None, 0)),
+            Plan::Reconcile
+        );
+        let frozen = Situation {
+            frozen: true,
+            ..situation(UpToDate, None, Some(0), 9000)
+        };
+        assert_eq!(super::plan(&frozen), Plan::Nothing);
+        let off = Situation {
+            reconcile_every: None,
+            ..situation(UpToDate, None, Some(0), 9000)
+        };
+        assert_eq!(super::plan(&off), Plan::Nothing);
+        assert_eq!(
+            super::plan(&situation(Behind, None, Some(0), 9000)),
+            Plan::Apply(Reason::New),
+            "a new commit takes precedence over a due reconcile"
+        );
+    }
+
+    #[test]
+    fn a_failed_reconcile_waits_for_its_backoff() {
+        let f = record_failure(None, "r", t(0));
+        assert_eq!(
+            super::plan(&situation(UpToDate, Some(&f), Some(0), 60)),
+            Plan::Wait {
+                until: t(300),
+                failures: 1
+            }
+        );
+        assert_eq!(
+            super::plan(&situation(UpToDate, Some(&f), Some(0), 300)),
+            Plan::Reconcile
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_commit_is_not_retried_on_backoff_but_by_once_or_a_newer_commit() {
+        let f = Failing {
+            unhealthy: true,
+            ..record_failure(None, "r", t(0))
+        };
+        assert_eq!(
+            super::plan(&situation(Behind, Some(&f), None, 99_999)),
+            Plan::Unhealthy { failures: 1 }
+        );
+        let once = Situation {
+            force_retry: true,
+            ..situation(Behind, Some(&f), None, 10)
+        };
+        assert_eq!(super::plan(&once), Plan::Apply(Reason::Retry));
+        let newer = Situation {
+            remote: "newer",
+            ..situation(Behind, Some(&f), None, 10)
+        };
+        assert_eq!(super::plan(&newer), Plan::Apply(Reason::New));
     }
 
     #[test]

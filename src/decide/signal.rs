@@ -25,6 +25,14 @@ pub enum Kind {
     Unfrozen,
     /// An operator rolled the host back to an earlier commit (and froze it there).
     RolledBack,
+    /// A new commit failed its health check; the host was rolled back.
+    Unhealthy,
+    /// The health rollback failed too: the host is in an unknown state.
+    RollbackFailed,
+    /// A reconcile run corrected drift.
+    DriftCorrected,
+    /// A reconcile run failed.
+    ReconcileFailed,
 }
 
 impl Kind {
@@ -44,6 +52,10 @@ impl Kind {
             Kind::Frozen => "frozen",
             Kind::Unfrozen => "unfrozen",
             Kind::RolledBack => "rolled-back",
+            Kind::Unhealthy => "unhealthy",
+            Kind::RollbackFailed => "rollback-failed",
+            Kind::DriftCorrected => "drift-corrected",
+            Kind::ReconcileFailed => "reconcile-failed",
         }
     }
 }

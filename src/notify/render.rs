@@ -252,7 +252,11 @@ fn icon(kind: Kind) -> &'static str {
         | Kind::InvalidEntrypoint
         | Kind::Error
         | Kind::RebootInvalid
-        | Kind::RebootFailed => "❌",
+        | Kind::RebootFailed
+        | Kind::Unhealthy
+        | Kind::ReconcileFailed => "❌",
+        Kind::RollbackFailed => "🚨",
+        Kind::DriftCorrected => "🔧",
         Kind::Refused | Kind::RebootMissed => "⚠️",
         Kind::RebootScheduled | Kind::Rebooting => "🔄",
         Kind::Frozen => "🧊",

@@ -65,7 +65,7 @@ pub struct CommitDoc {
 /// What the pass would do.
 #[derive(Debug, Serialize)]
 pub struct ActionDoc {
-    /// `nothing`, `apply`, `wait`, `refuse` or `held`.
+    /// `nothing`, `apply`, `wait`, `refuse`, `held`, `unhealthy` or `reconcile`.
     pub kind: &'static str,
     pub reason: Option<Reason>,
     pub until: Option<DateTime<Utc>>,
@@ -99,6 +99,11 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         allow_rewrite: cfg.allow_rewrite,
         force_retry: false,
         frozen: frozen.holds(now),
+        reconcile_every: cfg.reconcile_every,
+        last_run: st
+            .deployed
+            .as_ref()
+            .map(|d| d.last_run_at.unwrap_or(d.deployed_at)),
         now,
     });
     let doc = document(
@@ -118,8 +123,9 @@ fn exit_of(p: &Plan) -> Exit {
     match p {
         Plan::Nothing => Exit::Ok,
         Plan::Apply(_) | Plan::Held(_) => Exit::Pending,
-        Plan::Wait { .. } => Exit::EntrypointFailed,
+        Plan::Wait { .. } | Plan::Unhealthy { .. } => Exit::EntrypointFailed,
         Plan::Refuse(_) => Exit::Refused,
+        Plan::Reconcile => Exit::Pending,
     }
 }
 
@@ -203,6 +209,24 @@ fn document(
             detail: format!(
                 "refuse: history was rewritten ({}); nothing would change; deploy it with --allow-rewrite",
                 c.as_str()
+            ),
+        },
+        Plan::Unhealthy { failures } => ActionDoc {
+            kind: "unhealthy",
+            reason: None,
+            until: None,
+            detail: format!(
+                "nothing: {} failed its health check ({failures} time(s)) and the host was rolled back; a newer commit or `gitops-run --once` tries again",
+                short(&remote.to_string())
+            ),
+        },
+        Plan::Reconcile => ActionDoc {
+            kind: "reconcile",
+            reason: Some(Reason::Reconcile),
+            until: None,
+            detail: format!(
+                "run the entrypoint of the deployed {} again to correct drift (--reconcile-every)",
+                short(&remote.to_string())
             ),
         },
         Plan::Held(_) => ActionDoc {

@@ -39,6 +39,12 @@ pub struct StatusDoc {
     pub frozen: Option<FrozenDoc>,
     /// Previously deployed commits, newest first.
     pub history: Vec<DeployedDoc>,
+    /// Set when a commit failed its health check and the rollback failed too, until
+    /// a deployment succeeds.
+    pub unknown_state: Option<crate::state::UnknownState>,
+    /// The last drift a reconcile run corrected, and how many runs corrected any.
+    pub last_drift: Option<crate::state::Drift>,
+    pub drift_corrections: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,8 +148,14 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         frozen: frozen_doc(&freeze::load(&layout.freeze_file()))
             .filter(|_| freeze::load(&layout.freeze_file()).holds(Utc::now())),
         history: Vec::new(),
+        unknown_state: None,
+        last_drift: None,
+        drift_corrections: 0,
     };
     let Some(st) = st else { return doc };
+    doc.unknown_state = st.unknown_state.clone();
+    doc.last_drift = st.last_drift.clone();
+    doc.drift_corrections = st.drift_corrections;
     doc.history = st.history.iter().map(deployed_doc).collect();
     doc.repo = Some(st.repo.clone());
     doc.branch = Some(st.branch.clone());
@@ -233,6 +245,13 @@ pub fn render_text(doc: &StatusDoc) -> String {
     if let Some(l) = frozen_line {
         out.push(l);
     }
+    if let Some(u) = &doc.unknown_state {
+        out.push(format!(
+            "UNKNOWN STATE: since {}: {} (push a fix or run `gitops-run rollback`)",
+            utc(&u.since),
+            u.detail
+        ));
+    }
     if let Some(a) = &doc.last_attempt {
         out.push(format!(
             "last attempt:  {} {:?} {}{} ({}, {})",
@@ -293,6 +312,19 @@ pub fn render_text(doc: &StatusDoc) -> String {
                 .map(|t| format!(" (requested {})", utc(&t)))
                 .unwrap_or_default(),
             r.detail
+        ));
+    }
+    if let Some(d) = &doc.last_drift {
+        out.push(format!(
+            "last drift:    {} on {}: {}{}",
+            utc(&d.at),
+            short(&d.commit),
+            d.lines.join("; "),
+            if d.omitted > 0 {
+                format!(" (and {} more)", d.omitted)
+            } else {
+                String::new()
+            }
         ));
     }
     if let Some(l) = &doc.last_log {

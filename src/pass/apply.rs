@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::entrypoint::{self, Ended as Exited};
+use super::job::{self, Health};
 use crate::config::PassSettings;
 use crate::decide::outcome::Ended;
 use crate::decide::{self, Reason};
@@ -165,45 +166,22 @@ pub fn apply(
             summary: format!("frozen: {} was not applied", short(&hex)),
         });
     }
-    let env = vec![
-        ("GITOPS_COMMIT".to_string(), hex.clone()),
-        (
-            "GITOPS_PREVIOUS_COMMIT".to_string(),
-            previous.clone().unwrap_or_default(),
-        ),
-        ("GITOPS_BRANCH".to_string(), cfg.branch.clone()),
-        ("GITOPS_REPO".to_string(), cfg.repo.redacted.clone()),
-        ("GITOPS_REASON".to_string(), reason.as_str().to_string()),
-        (
-            "GITOPS_STATE_DIR".to_string(),
-            layout.root.to_string_lossy().into_owned(),
-        ),
-    ];
-    let mut env = env;
-    if let super::secrets::Prepared::Ready(dir) = &prepared {
-        env.push((
-            "GITOPS_SECRETS_DIR".to_string(),
-            dir.to_string_lossy().into_owned(),
-        ));
-    }
-    let header = format!(
-        "# gitops-run: {} {} commit {hex} ({}) started {}",
-        cfg.entrypoint,
-        reason.as_str(),
-        info_of.subject,
-        started.to_rfc3339()
-    );
-    info!("running {} in {}", cfg.entrypoint, tree.display());
+    let secrets_dir = match &prepared {
+        super::secrets::Prepared::Ready(dir) => Some(dir.as_path()),
+        _ => None,
+    };
+    let env = job::contract(cfg, layout, &hex, previous.as_deref(), reason, secrets_dir);
+    job::reset_drift(layout);
     let ran = Instant::now();
-    let exited = entrypoint::run(
-        entrypoint::Spec {
+    let exited = job::run(
+        layout,
+        job::Job {
+            label: &format!("entrypoint ({} of {})", reason.as_str(), info_of.subject),
             program: &program,
-            cwd: &tree,
-            env,
+            tree: &tree,
+            env: env.clone(),
             timeout: cfg.timeout,
             log: &log_path,
-            header,
-            pid_file: &layout.pid_file(),
         },
         |pid| {
             let a = st.attempt.as_mut().expect("attempt set above");
@@ -213,6 +191,13 @@ pub fn apply(
         },
     )?;
     let took = ran.elapsed().as_secs_f64();
+    // A commit is healthy when its entrypoint exited 0 and its health check (if it
+    // has one) passed; only then is it deployed.
+    let health = if exited.success() {
+        job::health_check(cfg, layout, &tree, &env, &log_path)?
+    } else {
+        Health::NoCheck
+    };
     let finished = clock();
     let a = st.attempt.as_mut().expect("attempt set above");
     a.finished_at = Some(finished);
@@ -220,11 +205,12 @@ pub fn apply(
     a.pid = None;
     a.pid_start_ticks = None;
     a.boot_id = None;
-    a.result = match &exited {
-        e if e.success() => AttemptResult::Succeeded,
-        Exited::TimedOut => AttemptResult::TimedOut,
-        Exited::Interrupted => AttemptResult::Interrupted,
-        Exited::NotStarted(_) => AttemptResult::InvalidEntrypoint,
+    a.result = match (&exited, &health) {
+        (_, Health::Failed(_)) => AttemptResult::Unhealthy,
+        (e, _) if e.success() => AttemptResult::Succeeded,
+        (Exited::TimedOut, _) => AttemptResult::TimedOut,
+        (Exited::Interrupted, _) => AttemptResult::Interrupted,
+        (Exited::NotStarted(_), _) => AttemptResult::InvalidEntrypoint,
         _ => AttemptResult::Failed,
     };
     logs::prune(&layout.logs(), std::slice::from_ref(&log_path));
@@ -235,6 +221,7 @@ pub fn apply(
             &hex,
             finished,
         ));
+        super::secrets::not_deployed(cfg.secrets.as_ref(), previous.as_deref());
         prune_trees(cfg, layout, st);
         return Ok(Applied {
             ended: Ended::InvalidEntrypoint {
@@ -246,6 +233,22 @@ pub fn apply(
                 cfg.entrypoint
             ),
         });
+    }
+
+    if let Health::Failed(why) = &health {
+        super::secrets::not_deployed(cfg.secrets.as_ref(), previous.as_deref());
+        let ended = roll_back(
+            cfg,
+            layout,
+            st,
+            &hex,
+            previous.as_deref(),
+            why,
+            &log_path,
+            clock,
+        )?;
+        prune_trees(cfg, layout, st);
+        return Ok(ended);
     }
 
     if exited.success() {
@@ -261,8 +264,10 @@ pub fn apply(
             deployed_at: finished,
             reason: Some(reason),
             secrets: matches!(prepared, super::secrets::Prepared::Ready(_)),
+            last_run_at: None,
         });
         st.failing = None;
+        st.unknown_state = None;
         state::save(&state_path, st).with_context(|| {
             format!(
                 "{} succeeded and current points at {}, but the state could not be recorded; the next pass records it as deployed",
@@ -275,10 +280,14 @@ pub fn apply(
             .as_deref()
             .map(|p| format!(" (was {})", short(p)))
             .unwrap_or_default();
+        let checked = match health {
+            Health::Passed { tries } => format!(", health check passed (try {tries})"),
+            _ => String::new(),
+        };
         return Ok(Applied {
             ended: Ended::Applied,
             summary: format!(
-                "applied {} {:?}{from}: {} exited 0 after {took:.2}s",
+                "applied {} {:?}{from}: {} exited 0 after {took:.2}s{checked}",
                 short(&hex),
                 info_of.subject,
                 cfg.entrypoint
@@ -298,14 +307,8 @@ pub fn apply(
         .map(|p| format!("; {} stays deployed", short(p)))
         .unwrap_or_default();
     let how = match &exited {
-        Exited::Exited(c) => format!("exited {c} after {took:.2}s"),
-        Exited::Signaled(s) => format!("was killed by signal {s} after {took:.2}s"),
-        Exited::TimedOut => format!(
-            "timed out (--timeout {})",
-            crate::duration::format(cfg.timeout)
-        ),
-        Exited::Interrupted => format!("was interrupted after {took:.2}s"),
-        Exited::NotStarted(why) => why.clone(),
+        Exited::TimedOut => job::describe(&exited, cfg.timeout),
+        other => format!("{} after {took:.2}s", job::describe(other, cfg.timeout)),
     };
     let retry = st
         .failing
@@ -324,6 +327,133 @@ pub fn apply(
         Ended::Failed { commit: hex }
     };
     Ok(Applied { ended, summary })
+}
+
+/// `commit` ran but failed its health check: bring the host back to the
+/// previously deployed commit by running that tree's entrypoint (and its health
+/// check) again. `current` never moved. Without a previous deployment there is
+/// nothing to roll back to: the commit is retried on backoff like a failure.
+#[allow(clippy::too_many_arguments)]
+fn roll_back(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    commit: &str,
+    previous: Option<&str>,
+    why: &str,
+    log: &std::path::Path,
+    clock: Clock,
+) -> Result<Applied> {
+    let now = clock();
+    let mut failing = decide::plan::record_failure(st.failing.as_ref(), commit, now);
+    let Some(prev) = previous else {
+        st.failing = Some(failing);
+        let retry = st
+            .failing
+            .as_ref()
+            .map(|f| utc(&f.next_retry_at))
+            .unwrap_or_default();
+        return Ok(Applied {
+            ended: Ended::Unhealthy {
+                commit: commit.to_string(),
+                rolled_back_to: None,
+            },
+            summary: format!(
+                "{} is unhealthy: {why}; nothing was deployed before it, so there is nothing to roll back to; next retry at {retry}; log: {}",
+                short(commit),
+                log.display()
+            ),
+        });
+    };
+    failing.unhealthy = true;
+    st.failing = Some(failing);
+    warn!(
+        "{} is unhealthy ({why}); rolling back: running the entrypoint of the deployed {} again",
+        short(commit),
+        short(prev)
+    );
+    let tree = layout.tree(prev);
+    let rolled = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+        Err(msg) => Err(msg),
+        Ok(program) => {
+            let secrets_dir = super::secrets::dir_of(cfg.secrets.as_ref(), prev);
+            let env = job::contract(
+                cfg,
+                layout,
+                prev,
+                Some(commit),
+                Reason::HealthRollback,
+                secrets_dir.as_deref(),
+            );
+            let ended = job::run(
+                layout,
+                job::Job {
+                    label: "rollback entrypoint (health-rollback)",
+                    program: &program,
+                    tree: &tree,
+                    env: env.clone(),
+                    timeout: cfg.timeout,
+                    log,
+                },
+                |_| Ok(()),
+            )?;
+            if !ended.success() {
+                Err(format!(
+                    "its entrypoint {}",
+                    job::describe(&ended, cfg.timeout)
+                ))
+            } else {
+                match job::health_check(cfg, layout, &tree, &env, log)? {
+                    Health::Failed(w) => Err(format!("its health check failed: {w}")),
+                    _ => Ok(()),
+                }
+            }
+        }
+    };
+    match rolled {
+        Ok(()) => {
+            if let Some(d) = st.deployed.as_mut() {
+                d.last_run_at = Some(clock());
+            }
+            Ok(Applied {
+                ended: Ended::Unhealthy {
+                    commit: commit.to_string(),
+                    rolled_back_to: Some(prev.to_string()),
+                },
+                summary: format!(
+                    "{} is unhealthy: {why}; rolled back: the entrypoint of {} ran again and it is healthy; {} is not retried until a newer commit or `gitops-run --once`; log: {}",
+                    short(commit),
+                    short(prev),
+                    short(commit),
+                    log.display()
+                ),
+            })
+        }
+        Err(failure) => {
+            let detail = format!(
+                "{} failed its health check ({why}), and rolling back to {} failed: {failure}",
+                short(commit),
+                short(prev)
+            );
+            st.unknown_state = Some(crate::state::UnknownState {
+                since: clock(),
+                failed: commit.to_string(),
+                rollback_to: prev.to_string(),
+                detail: detail.clone(),
+            });
+            Ok(Applied {
+                ended: Ended::RollbackFailed {
+                    commit: commit.to_string(),
+                    to: prev.to_string(),
+                },
+                summary: format!(
+                    "UNKNOWN STATE: {detail}. current still names {}, but the host may be half-configured. Read the log {}, then push a fix (a newer commit is applied at once) or run `gitops-run rollback <commit>`",
+                    short(prev),
+                    log.display()
+                ),
+            })
+        }
+    }
 }
 
 /// Keep the deployed tree, the last failed attempt's tree (for inspection) and

@@ -237,16 +237,19 @@ fn pump(mut reader: impl Read, sink: Arc<Mutex<Sink>>) {
 /// 077), stdin from /dev/null, output to stderr and the log. `on_spawn` gets the pid
 /// as soon as it exists, so it can be recorded before anything else can go wrong.
 pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<Ended> {
+    // One log per attempt: the entrypoint, its health checks and a rollback are
+    // appended in order, each under its header.
     let mut file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
+        .create(true)
+        .append(true)
         .open(spec.log)
-        .with_context(|| format!("failed to create log file {}", spec.log.display()))?;
+        .with_context(|| format!("failed to open log file {}", spec.log.display()))?;
+    let written = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = writeln!(file, "{}", spec.header);
     let sink = Arc::new(Mutex::new(Sink {
         file,
-        written: 0,
-        truncated: false,
+        written,
+        truncated: written >= MAX_LOG_BYTES,
     }));
 
     let mut cmd = Command::new(spec.program);

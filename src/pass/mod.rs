@@ -6,8 +6,10 @@
 pub mod apply;
 pub mod entrypoint;
 mod freeze;
+mod job;
 pub mod lock;
 mod reboot;
+mod reconcile;
 mod record;
 mod recover;
 mod secrets;

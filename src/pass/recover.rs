@@ -76,6 +76,7 @@ fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc
             deployed_at: now,
             reason: Some(attempt.reason),
             secrets: false,
+            last_run_at: None,
         };
         st.mark_deployed(d);
         st.failing = None;

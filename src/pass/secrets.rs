@@ -124,3 +124,10 @@ pub fn recreate(cfg: Option<&SecretsSettings>, tree: &Path, commit: &str) -> Opt
         }
     }
 }
+
+/// The decrypted secrets of `commit`, if they are there (for a run of an already
+/// deployed commit: a rollback or a reconcile).
+pub fn dir_of(cfg: Option<&SecretsSettings>, commit: &str) -> Option<PathBuf> {
+    let cfg = cfg?;
+    secrets::present(&cfg.root, commit).then(|| cfg.root.join(commit))
+}

@@ -117,6 +117,11 @@ fn sync_with(
         allow_rewrite: cfg.allow_rewrite,
         force_retry: cfg.once,
         frozen,
+        reconcile_every: cfg.reconcile_every,
+        last_run: st
+            .deployed
+            .as_ref()
+            .map(|d| d.last_run_at.unwrap_or(d.deployed_at)),
         now,
     });
     match plan {
@@ -152,6 +157,21 @@ fn sync_with(
                     utc(&until)
                 ),
             ))
+        }
+        Plan::Unhealthy { failures } => Ok(synced(
+            Ended::Waiting {
+                commit: remote_hex.clone(),
+                invalid: false,
+            },
+            format!(
+                "{} failed its health check ({failures} time(s)) and the host was rolled back to {}; it is not retried: push a fix, or run `gitops-run --once`",
+                short(&remote_hex),
+                st.deployed.as_ref().map(|d| short(&d.commit)).unwrap_or("the deployed commit")
+            ),
+        )),
+        Plan::Reconcile => {
+            let done = super::reconcile::reconcile(cfg, layout, st, clock)?;
+            Ok(synced(done.ended, done.summary))
         }
         Plan::Held(c) => Ok(synced(
             Ended::Held { pending: true },

@@ -32,6 +32,35 @@ pub struct Deployed {
     /// Whether it came with decrypted secrets (recreated after a reboot).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secrets: bool,
+    /// When its entrypoint last ran successfully (a reconcile run after the
+    /// deployment); `None`: at `deployed_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
+/// A commit failed its health check and running the previous commit's entrypoint
+/// to roll back failed too: nobody knows what state the host is in. Kept until a
+/// deployment succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownState {
+    pub since: DateTime<Utc>,
+    /// The commit whose health check failed.
+    pub failed: String,
+    /// The commit the rollback tried to go back to (what `current` names).
+    pub rollback_to: String,
+    pub detail: String,
+}
+
+/// Drift a reconcile run corrected: the lines the entrypoint wrote to
+/// `GITOPS_DRIFT_FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub at: DateTime<Utc>,
+    pub commit: String,
+    pub lines: Vec<String>,
+    /// Lines beyond those kept.
+    #[serde(default)]
+    pub omitted: usize,
 }
 
 /// How an attempt to apply a commit ended.
@@ -49,6 +78,8 @@ pub enum AttemptResult {
     Interrupted,
     /// A secret of the commit cannot be decrypted by this host; nothing ran.
     SecretsFailed,
+    /// The entrypoint exited 0 but the health check failed; the host was rolled back.
+    Unhealthy,
 }
 
 impl AttemptResult {
@@ -61,6 +92,7 @@ impl AttemptResult {
             AttemptResult::InvalidEntrypoint => "invalid-entrypoint",
             AttemptResult::Interrupted => "interrupted",
             AttemptResult::SecretsFailed => "secrets-failed",
+            AttemptResult::Unhealthy => "unhealthy",
         }
     }
 }
@@ -123,6 +155,14 @@ pub struct State {
     pub last_pass: Option<LastPass>,
     #[serde(default)]
     pub remote: Option<RemoteTip>,
+    /// Set while the host is in an unknown state (a failed health rollback).
+    #[serde(default)]
+    pub unknown_state: Option<UnknownState>,
+    /// The last drift a reconcile run corrected, and how many times it did.
+    #[serde(default)]
+    pub last_drift: Option<Drift>,
+    #[serde(default)]
+    pub drift_corrections: u64,
     /// The remote tip for which the full history was fetched to classify it: not
     /// fetched again for the same tip.
     #[serde(default)]
@@ -145,6 +185,9 @@ impl State {
             failing: None,
             last_pass: None,
             remote: None,
+            unknown_state: None,
+            last_drift: None,
+            drift_corrections: 0,
             deepened_for: None,
             reboot: RebootState::default(),
             notify: Default::default(),
@@ -269,6 +312,7 @@ mod tests {
             deployed_at: Utc::now(),
             reason: None,
             secrets: false,
+            last_run_at: None,
         });
         s.mark_deployed(Deployed {
             commit: "b".into(),
@@ -277,6 +321,7 @@ mod tests {
             deployed_at: Utc::now(),
             reason: None,
             secrets: false,
+            last_run_at: None,
         });
         save(&path, &s).unwrap();
         let back = load(&path).unwrap().unwrap();

@@ -48,6 +48,11 @@ impl Layout {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// Where the entrypoint writes one line per thing it had to correct
+    /// (`GITOPS_DRIFT_FILE`); emptied before each run.
+    pub fn drift_file(&self) -> PathBuf {
+        self.root.join("drift")
+    }
     /// The operator's freeze, apart from `state.json` so that nothing can lose it.
     pub fn freeze_file(&self) -> PathBuf {
         self.root.join("freeze.json")

@@ -179,6 +179,8 @@ fn entrypoint_environment_contract_on_initial_and_new_deploys() {
     let state = StateDir::new();
     let url = origin.url();
     let state_str = state.arg().to_owned();
+    // Issue 14: every run may report drift it corrected in this file.
+    let drift = format!("{state_str}/drift");
 
     let go = || {
         let mut cmd = state.pass_cmd(&url, &[]);
@@ -200,6 +202,7 @@ fn entrypoint_environment_contract_on_initial_and_new_deploys() {
             ("GITOPS_REPO", &url),
             ("GITOPS_REASON", "initial"),
             ("GITOPS_STATE_DIR", &state_str),
+            ("GITOPS_DRIFT_FILE", &drift),
         ],
         "first",
     );
@@ -227,6 +230,7 @@ fn entrypoint_environment_contract_on_initial_and_new_deploys() {
             ("GITOPS_REPO", &url),
             ("GITOPS_REASON", "new"),
             ("GITOPS_STATE_DIR", &state_str),
+            ("GITOPS_DRIFT_FILE", &drift),
         ],
         "second",
     );
