@@ -29,6 +29,10 @@ pub struct Cli {
     #[arg(long)]
     pub once: bool,
 
+    /// Apply a new commit now, without waiting for --soak
+    #[arg(long)]
+    pub no_soak: bool,
+
     #[command(flatten)]
     pub pass: PassArgs,
 
@@ -88,6 +92,23 @@ pub struct PassArgs {
     /// Time limit for the entrypoint (e.g. 90s, 30m, 1h)
     #[arg(long, env = "GITOPS_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = duration_up_to::<{ 7 * DAY }>)]
     pub timeout: Duration,
+
+    /// Part of the repository this host follows (repeatable; %H host name, %l short host name, %m machine id, %%) [default: all of it]
+    #[arg(
+        long = "path",
+        env = "GITOPS_PATH",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub paths: Vec<String>,
+
+    /// Host name for the --path specifiers %H and %l [default: the kernel's host name]
+    #[arg(long, env = "GITOPS_HOSTNAME", value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Apply a new commit only once this host has seen it on the branch for this long (staged rollouts)
+    #[arg(long, env = "GITOPS_SOAK", value_name = "DURATION", default_value = "0", value_parser = duration_up_to::<{ 30 * DAY }>)]
+    pub soak: Duration,
 
     /// Health check run after the entrypoint, relative to the repository root (used when the commit has it)
     #[arg(
@@ -309,6 +330,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_VERBOSE",
     "GITOPS_TRIGGER_FILE",
     "GITOPS_SECRETS",
+    "GITOPS_PATH",
+    "GITOPS_HOSTNAME",
+    "GITOPS_SOAK",
     "GITOPS_HEALTHCHECK",
     "GITOPS_HEALTHCHECK_TIMEOUT",
     "GITOPS_HEALTHCHECK_RETRIES",

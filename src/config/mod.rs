@@ -100,6 +100,14 @@ pub struct PassSettings {
     pub keep_trees: u32,
     /// `--once`: retry a failing commit now instead of waiting for its backoff.
     pub once: bool,
+    /// The parts of the repository this host follows, specifiers expanded; empty:
+    /// all of it. The entrypoint, health check and reboot file are looked up
+    /// relative to the first.
+    pub paths: Vec<String>,
+    /// The host name the specifiers used (for messages).
+    pub host: String,
+    /// `--soak`; `None` when 0 or `--no-soak`.
+    pub soak: Option<Duration>,
     pub reboot: RebootSettings,
     /// Where to send notifications; `None` when no webhook is configured.
     pub notify: Option<Target>,
@@ -169,11 +177,17 @@ fn refuse_pass_flags_with_a_command(matches: &clap::ArgMatches) -> Result<()> {
     let Some((sub, _)) = matches.subcommand() else {
         return Ok(());
     };
-    let pass = cli::PassArgs::augment_args(clap::Command::new("pass")).arg(
-        clap::Arg::new("once")
-            .long("once")
-            .action(clap::ArgAction::SetTrue),
-    );
+    let pass = cli::PassArgs::augment_args(clap::Command::new("pass"))
+        .arg(
+            clap::Arg::new("once")
+                .long("once")
+                .action(clap::ArgAction::SetTrue),
+        )
+        .arg(
+            clap::Arg::new("no_soak")
+                .long("no-soak")
+                .action(clap::ArgAction::SetTrue),
+        );
     for arg in pass.get_arguments() {
         let id = arg.get_id().as_str();
         if matches.value_source(id) == Some(ValueSource::CommandLine) {
@@ -229,9 +243,13 @@ pub fn resolve(
         },
         Some(cli::Command::Receive(args)) => Action::Receive(Box::new(args)),
         Some(cli::Command::Recipient { host_key }) => Action::Recipient { host_key },
-        None => Action::Pass(Box::new(pass_settings(
-            cli.pass, cli.once, cwd, creds, &state_dir,
-        )?)),
+        None => {
+            let mut settings = pass_settings(cli.pass, cli.once, cwd, creds, &state_dir)?;
+            if cli.no_soak {
+                settings.soak = None;
+            }
+            Action::Pass(Box::new(settings))
+        }
     };
     Ok(Settings {
         state_dir,
@@ -287,6 +305,8 @@ fn pass_settings(
     let entrypoint = tree_path("--entrypoint", p.entrypoint)?;
     let reboot_file = tree_path("--reboot-file", p.reboot_file)?;
     let healthcheck = tree_path("--healthcheck", p.healthcheck)?;
+    let host = p.hostname.clone().unwrap_or_else(crate::host::hostname);
+    let paths = expand_paths(&p.paths, &host, &crate::host::machine_id())?;
     let notify = crate::notify::resolve(
         p.webhook_url.clone(),
         p.webhook_url_file.as_deref(),
@@ -316,6 +336,9 @@ fn pass_settings(
         allow_rewrite: p.allow_rewrite,
         keep_trees: p.keep_trees,
         once,
+        paths,
+        host,
+        soak: (!p.soak.is_zero()).then_some(p.soak),
         reboot: RebootSettings {
             file: reboot_file,
             command: p
@@ -368,7 +391,75 @@ fn tree_path(option: &str, value: String) -> Result<String> {
     Err(fail(Exit::Usage, format!("{option} {value:?} {why}")))
 }
 
+/// Expand `--path` specifiers (`%H` host name, `%l` short host name, `%m` machine
+/// id, `%%`) and check each result is a path inside the repository.
+fn expand_paths(raw: &[String], host: &str, machine_id: &str) -> Result<Vec<String>> {
+    let short = host.split('.').next().unwrap_or(host);
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let mut expanded = String::new();
+        let mut chars = r.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                expanded.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('H') => expanded.push_str(host),
+                Some('l') => expanded.push_str(short),
+                Some('m') => expanded.push_str(machine_id),
+                Some('%') => expanded.push('%'),
+                other => {
+                    return Err(fail(
+                        Exit::Usage,
+                        format!(
+                            "--path {r:?}: unknown specifier %{} (use %H, %l, %m or %%)",
+                            other.map(String::from).unwrap_or_default()
+                        ),
+                    ))
+                }
+            }
+        }
+        let trimmed = expanded.trim_matches('/').to_string();
+        let bad = trimmed.is_empty()
+            || Path::new(&expanded).is_absolute()
+            || trimmed
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
+        if bad {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--path {r:?} (here {expanded:?}) must name a directory or file inside the repository, like hosts/%l"
+                ),
+            ));
+        }
+        if !out.contains(&trimmed) {
+            out.push(trimmed);
+        }
+    }
+    Ok(out)
+}
+
 impl PassSettings {
+    /// `p` (from the repository root) as seen from the first followed path, where
+    /// the entrypoint, the health check and the reboot file are looked up.
+    pub fn rel(&self, p: &str) -> String {
+        match self.paths.first() {
+            Some(base) => format!("{base}/{p}"),
+            None => p.to_string(),
+        }
+    }
+
+    /// The directory the entrypoint runs in: the first followed path of `tree`
+    /// when it is a directory, else the tree.
+    pub fn workdir(&self, tree: &Path) -> PathBuf {
+        match self.paths.first().map(|b| tree.join(b)) {
+            Some(dir) if dir.is_dir() => dir,
+            _ => tree.to_path_buf(),
+        }
+    }
+
     /// Strings that must never be printed: URL credentials, the webhook URL.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = self.repo.secrets.clone();
@@ -456,6 +547,34 @@ mod tests {
         let err = resolve(args(&["--once", "status"]), Path::new("/"), None).unwrap_err();
         assert_eq!(crate::exit::class_of(&err), Exit::Usage);
         assert!(format!("{err:#}").contains("--once"), "{err:#}");
+    }
+
+    #[test]
+    fn path_specifiers_expand_per_host() {
+        assert_eq!(
+            expand_paths(
+                &[
+                    "hosts/%l".into(),
+                    "common/".into(),
+                    "by-id/%m".into(),
+                    "100%%".into(),
+                    "fqdn/%H".into()
+                ],
+                "web-01.example.com",
+                "abc123"
+            )
+            .unwrap(),
+            vec![
+                "hosts/web-01",
+                "common",
+                "by-id/abc123",
+                "100%",
+                "fqdn/web-01.example.com"
+            ]
+        );
+        for bad in ["", "/etc", "hosts/../x", "%q", "./x"] {
+            assert!(expand_paths(&[bad.into()], "h", "m").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

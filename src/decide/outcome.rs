@@ -43,6 +43,11 @@ pub enum Ended {
     Reconciled { commit: String, drift: usize },
     /// A reconcile run of the deployed commit failed (nothing else changed).
     ReconcileFailed { commit: String },
+    /// A new commit waits for this host's `--soak`.
+    Soaking { commit: String },
+    /// A new commit changed nothing under this host's paths: recorded as deployed
+    /// without running the entrypoint.
+    Unchanged,
     /// An error of the given class ended the pass early.
     Error(Exit),
 }
@@ -68,6 +73,10 @@ pub enum Label {
     Reconciled,
     /// That reconcile run failed.
     ReconcileFailed,
+    /// A new commit soaks before it is applied.
+    Soaking,
+    /// A new commit did not touch this host's paths.
+    Unchanged,
     Error,
 }
 
@@ -86,6 +95,8 @@ impl Label {
             Label::RollbackFailed => "rollback-failed",
             Label::Reconciled => "reconciled",
             Label::ReconcileFailed => "reconcile-failed",
+            Label::Soaking => "soaking",
+            Label::Unchanged => "unchanged",
             Label::Error => "error",
         }
     }
@@ -162,6 +173,8 @@ pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
             Label::Reconciled,
             Signal::Good(Kind::DriftCorrected),
         ),
+        Ended::Soaking { .. } => (Exit::Ok, Label::Soaking, Signal::Hold),
+        Ended::Unchanged => (Exit::Ok, Label::Unchanged, Signal::Quiet),
         Ended::ReconcileFailed { commit } => (
             Exit::EntrypointFailed,
             Label::ReconcileFailed,
@@ -292,6 +305,8 @@ mod tests {
             Label::RollbackFailed,
             Label::Reconciled,
             Label::ReconcileFailed,
+            Label::Soaking,
+            Label::Unchanged,
             Label::Error,
         ] {
             assert_eq!(

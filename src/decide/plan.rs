@@ -81,6 +81,9 @@ pub enum Reason {
     /// Nothing new, but the deployed commit's entrypoint runs again to correct drift
     /// (`--reconcile-every`).
     Reconcile,
+    /// A new commit that changes nothing under this host's `--path`s: recorded as
+    /// deployed without running the entrypoint.
+    Unchanged,
 }
 
 impl Reason {
@@ -93,6 +96,7 @@ impl Reason {
             Reason::Rollback => "rollback",
             Reason::HealthRollback => "health-rollback",
             Reason::Reconcile => "reconcile",
+            Reason::Unchanged => "unchanged",
         }
     }
 }
@@ -127,6 +131,8 @@ pub enum Plan {
     Unhealthy { failures: u32 },
     /// Nothing new: run the deployed commit's entrypoint again to correct drift.
     Reconcile,
+    /// A new commit waits until this host has seen it on the branch for `--soak`.
+    Soaking { until: DateTime<Utc> },
 }
 
 /// Everything the plan depends on.
@@ -145,6 +151,8 @@ pub struct Situation<'a> {
     /// successfully.
     pub reconcile_every: Option<std::time::Duration>,
     pub last_run: Option<DateTime<Utc>>,
+    /// When this host will have seen the remote tip for `--soak` (`None`: no soak).
+    pub soak_until: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
 }
 
@@ -175,6 +183,14 @@ pub fn plan(s: &Situation<'_>) -> Plan {
         Classification::Initial => Reason::Initial,
         Classification::Behind => Reason::New,
     };
+    // A commit soaks before this host applies it, the first deployment excepted
+    // (a host with nothing deployed needs the branch's tip, which others soaked).
+    let failing_here = failing.is_some_and(|f| f.commit == remote);
+    if let Some(until) = s.soak_until.filter(|u| now < *u) {
+        if class != Classification::Initial && !failing_here {
+            return Plan::Soaking { until };
+        }
+    }
     match failing {
         Some(f) if f.commit == remote && f.unhealthy && !force_retry => Plan::Unhealthy {
             failures: f.consecutive,
@@ -258,6 +274,7 @@ mod tests {
             frozen: false,
             reconcile_every: None,
             last_run: None,
+            soak_until: None,
             now,
         })
     }
@@ -424,6 +441,7 @@ mod tests {
                 frozen: true,
                 reconcile_every: None,
                 last_run: None,
+                soak_until: None,
                 now: t(10),
             };
             assert_eq!(super::plan(&s), Plan::Held(class));
@@ -437,6 +455,7 @@ mod tests {
             frozen: true,
             reconcile_every: Some(std::time::Duration::from_secs(60)),
             last_run: None,
+            soak_until: None,
             now: t(0),
         };
         assert_eq!(super::plan(&up), Plan::Nothing);
@@ -457,6 +476,7 @@ mod tests {
             frozen: false,
             reconcile_every: Some(std::time::Duration::from_secs(3600)),
             last_run: last.map(t),
+            soak_until: None,
             now: t(now),
         }
     }
@@ -528,6 +548,25 @@ mod tests {
             ..situation(Behind, Some(&f), None, 10)
         };
         assert_eq!(super::plan(&newer), Plan::Apply(Reason::New));
+    }
+
+    #[test]
+    fn a_new_commit_soaks_but_a_first_deployment_does_not() {
+        let soaking = Situation {
+            soak_until: Some(t(3600)),
+            ..situation(Behind, None, None, 10)
+        };
+        assert_eq!(super::plan(&soaking), Plan::Soaking { until: t(3600) });
+        let done = Situation {
+            soak_until: Some(t(3600)),
+            ..situation(Behind, None, None, 3600)
+        };
+        assert_eq!(super::plan(&done), Plan::Apply(Reason::New));
+        let first = Situation {
+            soak_until: Some(t(3600)),
+            ..situation(Initial, None, None, 10)
+        };
+        assert_eq!(super::plan(&first), Plan::Apply(Reason::Initial));
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::sync::atomic::AtomicBool;
 use super::{error_chain, gix_err, Cache, ObjectId};
 
 impl Cache {
-    /// Check `commit` out into `dest`, which must be empty or missing.
-    pub fn checkout(&self, commit: ObjectId, dest: &Path) -> Result<()> {
+    /// Check `commit` out into `dest`, which must be empty or missing; with
+    /// `paths`, only the files below those directories (a sparse tree: a host need
+    /// not have the whole fleet's files on disk).
+    pub fn checkout(&self, commit: ObjectId, dest: &Path, paths: &[String]) -> Result<()> {
         let what = || format!("failed to check out {commit} into {}", dest.display());
         let tree: ObjectId = self
             .repo
@@ -25,6 +27,9 @@ impl Cache {
             .index_from_tree(&tree)
             .map_err(gix_err)
             .with_context(what)?;
+        if !paths.is_empty() {
+            index.remove_entries(|_, path, _| !paths.iter().any(|p| under(path, p)));
+        }
         let mut opts = self
             .repo
             .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
@@ -51,5 +56,86 @@ impl Cache {
             return Err(anyhow!("path collision at {}", c.path)).with_context(what);
         }
         Ok(())
+    }
+}
+
+/// Whether the repository path `path` is `dir` or below it.
+pub fn under(path: &gix::bstr::BStr, dir: &str) -> bool {
+    let dir = dir.as_bytes();
+    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
+}
+
+impl Cache {
+    /// Which of `paths` (directories or files of the repository) `commit` lacks.
+    pub fn missing_paths(&self, commit: ObjectId, paths: &[String]) -> Result<Vec<String>> {
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .map_err(gix_err)?
+            .tree()
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("failed to read the tree of {commit}"))?;
+        let mut missing = Vec::new();
+        for p in paths {
+            let found = tree
+                .lookup_entry_by_path(p)
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("failed to look up {p} in {commit}"))?;
+            if found.is_none() {
+                missing.push(p.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The repository paths of the files that differ between `from` and `to`.
+    pub fn changed_paths(&self, from: ObjectId, to: ObjectId) -> Result<Vec<String>> {
+        use gix::object::tree::diff::ChangeDetached;
+        let tree = |id: ObjectId| -> Result<gix::Tree<'_>> {
+            self.repo
+                .find_commit(id)
+                .map_err(gix_err)?
+                .tree()
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("failed to read the tree of {id}"))
+        };
+        let (old, new) = (tree(from)?, tree(to)?);
+        let mut opts = gix::diff::Options::default();
+        opts.track_path();
+        let changes = self
+            .repo
+            .diff_tree_to_tree(&old, &new, opts)
+            .map_err(|e| anyhow!("{e}"))
+            .context("failed to compare the trees")?;
+        let mut out = Vec::new();
+        for c in changes {
+            match c {
+                ChangeDetached::Rewrite {
+                    source_location,
+                    location,
+                    ..
+                } => {
+                    out.push(source_location.to_string());
+                    out.push(location.to_string());
+                }
+                ChangeDetached::Addition { location, .. }
+                | ChangeDetached::Deletion { location, .. }
+                | ChangeDetached::Modification { location, .. } => out.push(location.to_string()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under;
+
+    #[test]
+    fn under_means_the_directory_or_below_it() {
+        assert!(under("hosts/a".into(), "hosts/a"));
+        assert!(under("hosts/a/run.sh".into(), "hosts/a"));
+        assert!(!under("hosts/ab/run.sh".into(), "hosts/a"));
+        assert!(!under("hosts".into(), "hosts/a"));
     }
 }

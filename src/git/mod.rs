@@ -7,6 +7,7 @@ mod fetch;
 mod history;
 pub mod url;
 
+pub use checkout::under;
 pub use fetch::History;
 pub use history::{CommitInfo, CommitLine, FileChange};
 pub use url::{RepoUrl, Transport};

@@ -65,7 +65,7 @@ pub struct CommitDoc {
 /// What the pass would do.
 #[derive(Debug, Serialize)]
 pub struct ActionDoc {
-    /// `nothing`, `apply`, `wait`, `refuse`, `held`, `unhealthy` or `reconcile`.
+    /// `nothing`, `apply`, `wait`, `refuse`, `held`, `unhealthy`, `reconcile` or `soak`.
     pub kind: &'static str,
     pub reason: Option<Reason>,
     pub until: Option<DateTime<Utc>>,
@@ -104,6 +104,17 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
             .deployed
             .as_ref()
             .map(|d| d.last_run_at.unwrap_or(d.deployed_at)),
+        soak_until: cfg.soak.and_then(|d| {
+            let seen = st
+                .remote
+                .as_ref()
+                .filter(|r| r.commit == remote_hex)
+                .and_then(|r| r.first_seen)
+                .unwrap_or(now);
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| seen.checked_add_signed(d))
+        }),
         now,
     });
     let doc = document(
@@ -125,7 +136,7 @@ fn exit_of(p: &Plan) -> Exit {
         Plan::Apply(_) | Plan::Held(_) => Exit::Pending,
         Plan::Wait { .. } | Plan::Unhealthy { .. } => Exit::EntrypointFailed,
         Plan::Refuse(_) => Exit::Refused,
-        Plan::Reconcile => Exit::Pending,
+        Plan::Reconcile | Plan::Soaking { .. } => Exit::Pending,
     }
 }
 
@@ -218,6 +229,16 @@ fn document(
             detail: format!(
                 "nothing: {} failed its health check ({failures} time(s)) and the host was rolled back; a newer commit or `gitops-run --once` tries again",
                 short(&remote.to_string())
+            ),
+        },
+        Plan::Soaking { until } => ActionDoc {
+            kind: "soak",
+            reason: None,
+            until: Some(*until),
+            detail: format!(
+                "apply {} at {}, once this host has seen it for --soak (`gitops-run --no-soak` applies it now)",
+                short(&remote.to_string()),
+                utc(until)
             ),
         },
         Plan::Reconcile => ActionDoc {

@@ -84,7 +84,23 @@ pub fn apply(
         debug!("using the kept tree of {hex}");
         layout.tree(&hex)
     } else {
-        let tree = trees::materialize(layout, cache, commit)?;
+        let missing = cache.missing_paths(commit, &cfg.paths)?;
+        if !missing.is_empty() {
+            let now = clock();
+            st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
+            return Ok(Applied {
+                ended: Ended::InvalidEntrypoint {
+                    commit: hex.clone(),
+                },
+                summary: format!(
+                    "not running {}: the path(s) {} that host {} follows (--path) do not exist in this commit; a typo in --path would make the host ignore every commit, so this is an error",
+                    short(&hex),
+                    missing.join(", "),
+                    cfg.host
+                ),
+            });
+        }
+        let tree = trees::materialize(layout, cache, commit, &cfg.paths)?;
         debug!("checked out {hex} into {}", tree.display());
         tree
     };
@@ -105,7 +121,7 @@ pub fn apply(
         boot_id: None,
     };
 
-    let program = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+    let program = match entrypoint::resolve(&tree, &cfg.rel(&cfg.entrypoint)) {
         Ok(p) => p,
         Err(msg) => {
             let now = clock();
@@ -126,7 +142,7 @@ pub fn apply(
 
     // Secrets first: a commit holding one this host cannot decrypt fails here,
     // before anything ran, and nothing half-decrypted is left.
-    let prepared = super::secrets::prepare(cfg.secrets.as_ref(), &tree, &hex)?;
+    let prepared = super::secrets::prepare(cfg.secrets.as_ref(), &cfg.paths, &tree, &hex)?;
     if let super::secrets::Prepared::Refused(why) = &prepared {
         let now = clock();
         attempt.result = AttemptResult::SecretsFailed;
@@ -178,7 +194,7 @@ pub fn apply(
         job::Job {
             label: &format!("entrypoint ({} of {})", reason.as_str(), info_of.subject),
             program: &program,
-            tree: &tree,
+            tree: &cfg.workdir(&tree),
             env: env.clone(),
             timeout: cfg.timeout,
             log: &log_path,
@@ -390,7 +406,7 @@ fn roll_back(
                 job::Job {
                     label: "rollback entrypoint (health-rollback)",
                     program: &program,
-                    tree: &tree,
+                    tree: &cfg.workdir(&tree),
                     env: env.clone(),
                     timeout: cfg.timeout,
                     log,

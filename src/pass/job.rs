@@ -51,6 +51,9 @@ pub fn contract(
             dir.to_string_lossy().into_owned(),
         ));
     }
+    if !cfg.paths.is_empty() {
+        env.push(("GITOPS_PATHS".to_string(), cfg.paths.join(":")));
+    }
     env
 }
 
@@ -112,10 +115,11 @@ pub fn health_check(
     env: &[(String, String)],
     log: &Path,
 ) -> Result<Health> {
-    let program = match entrypoint::locate(tree, &cfg.health.path) {
+    let rel = cfg.rel(&cfg.health.path);
+    let program = match entrypoint::locate(tree, &rel) {
         Ok(None) => return Ok(Health::NoCheck),
         Err(msg) => return Ok(Health::Failed(format!("health check {msg}"))),
-        Ok(Some(_)) => match entrypoint::resolve(tree, &cfg.health.path) {
+        Ok(Some(_)) => match entrypoint::resolve(tree, &rel) {
             Ok(p) => p,
             Err(msg) => {
                 return Ok(Health::Failed(msg.replacen(
@@ -137,7 +141,7 @@ pub fn health_check(
             Job {
                 label: &label,
                 program: &program,
-                tree,
+                tree: &cfg.workdir(tree),
                 env,
                 timeout: cfg.health.timeout,
                 log,

@@ -78,8 +78,15 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
         info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
     }
     let machine = host::Facts::gather();
-    let (review, reboot_failed) =
-        reboot::review(&cfg.reboot, layout, &st, &machine, Utc::now(), frozen);
+    let (review, reboot_failed) = reboot::review(
+        &cfg.reboot,
+        &cfg.rel(&cfg.reboot.file),
+        layout,
+        &st,
+        &machine,
+        Utc::now(),
+        frozen,
+    );
     st.reboot = review.state.clone();
     let ended = match &synced {
         Ok(s) => s.ended.clone(),

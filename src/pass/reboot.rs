@@ -17,6 +17,7 @@ use crate::state::{self, Layout, State};
 /// an earlier pass did not see return); logs what the review says.
 pub fn review(
     cfg: &RebootSettings,
+    file: &str,
     layout: &Layout,
     st: &State,
     facts: &host::Facts,
@@ -28,13 +29,13 @@ pub fn review(
         facts.boot_id.as_deref(),
         facts.boot_time.clone().ok(),
     );
-    let file = match &st.deployed {
+    let request = match &st.deployed {
         None => RequestFile::NoDeployment,
-        Some(d) => read_request(&layout.tree(&d.commit), &cfg.file),
+        Some(d) => read_request(&layout.tree(&d.commit), file),
     };
     let mut review = reboot::review(
+        request,
         file,
-        &cfg.file,
         &chrono::Local,
         facts.boot_time.clone(),
         &facts.machine_id,

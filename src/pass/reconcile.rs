@@ -49,7 +49,7 @@ pub fn reconcile(
             ),
         }
     };
-    let program = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+    let program = match entrypoint::resolve(&tree, &cfg.rel(&cfg.entrypoint)) {
         Ok(p) => p,
         Err(msg) => return Ok(failed(st, msg)),
     };
@@ -99,7 +99,7 @@ pub fn reconcile(
         job::Job {
             label: "entrypoint (reconcile)",
             program: &program,
-            tree: &tree,
+            tree: &cfg.workdir(&tree),
             env: env.clone(),
             timeout: cfg.timeout,
             log: &log,

@@ -109,7 +109,12 @@ fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc
 }
 
 /// Make `current` point at the deployed tree again if someone removed or moved it.
-pub fn restore_current(layout: &Layout, cache: &Cache, deployed: ObjectId) -> Result<()> {
+pub fn restore_current(
+    layout: &Layout,
+    cache: &Cache,
+    deployed: ObjectId,
+    paths: &[String],
+) -> Result<()> {
     let hex = deployed.to_string();
     let tree_ok = layout.tree(&hex).is_dir();
     if tree_ok && trees::current_commit(layout).as_deref() == Some(hex.as_str()) {
@@ -124,7 +129,7 @@ pub fn restore_current(layout: &Layout, cache: &Cache, deployed: ObjectId) -> Re
             "the deployed tree {} is missing; checking it out again (the entrypoint is not re-run)",
             short(&hex)
         );
-        trees::materialize(layout, cache, deployed)?;
+        trees::materialize(layout, cache, deployed, paths)?;
     }
     trees::switch_current(layout, &hex)?;
     info!("restored {} -> trees/{}", layout.current().display(), hex);

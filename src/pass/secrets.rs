@@ -28,11 +28,16 @@ fn host_keys() -> Vec<PathBuf> {
 }
 
 /// Decrypt the secrets of `commit` (checked out in `tree`), if it has any.
-pub fn prepare(cfg: Option<&SecretsSettings>, tree: &Path, commit: &str) -> Result<Prepared> {
+pub fn prepare(
+    cfg: Option<&SecretsSettings>,
+    paths: &[String],
+    tree: &Path,
+    commit: &str,
+) -> Result<Prepared> {
     let Some(cfg) = cfg else {
         return Ok(Prepared::Nothing);
     };
-    let found = match secrets::find(tree, &[]) {
+    let found = match secrets::find(tree, paths) {
         Ok(f) => f,
         Err(e) if e.is_commit_fault() => return Ok(Prepared::Refused(e.to_string())),
         Err(e) => return Err(anyhow::anyhow!("{e}")),
@@ -42,7 +47,7 @@ pub fn prepare(cfg: Option<&SecretsSettings>, tree: &Path, commit: &str) -> Resu
     }
     match secrets::prepare(
         tree,
-        &[],
+        paths,
         &cfg.identities,
         &host_keys(),
         &cfg.root,
@@ -99,12 +104,17 @@ pub fn not_deployed(cfg: Option<&SecretsSettings>, deployed: Option<&str>) {
 /// After a reboot the RAM-backed root is empty: decrypt the deployed commit's
 /// secrets again (its entrypoint is not run again). Returns an error line to
 /// report when that fails.
-pub fn recreate(cfg: Option<&SecretsSettings>, tree: &Path, commit: &str) -> Option<String> {
+pub fn recreate(
+    cfg: Option<&SecretsSettings>,
+    paths: &[String],
+    tree: &Path,
+    commit: &str,
+) -> Option<String> {
     let cfg = cfg?;
     if !tree.is_dir() || secrets::present(&cfg.root, commit) {
         return None;
     }
-    match prepare(Some(cfg), tree, commit) {
+    match prepare(Some(cfg), paths, tree, commit) {
         Ok(Prepared::Nothing) => None,
         Ok(prepared @ Prepared::Ready(_)) => {
             deployed(Some(cfg), commit, &prepared);

@@ -8,7 +8,7 @@ use super::apply::{self, Clock};
 use super::recover::restore_current;
 use crate::config::PassSettings;
 use crate::decide::outcome::Ended;
-use crate::decide::{self, Classification, Plan};
+use crate::decide::{self, Classification, Plan, Reason};
 use crate::exit::{fail, Classify, Exit};
 use crate::git::{Cache, CommitLine, History, ObjectId};
 use crate::log::{debug, info, short, utc, warn};
@@ -74,12 +74,12 @@ fn sync_with(
     // The deployed tree comes back from the cache before the fetch: a Git outage
     // must not leave the host without it (nor its reboot request unread).
     if let Some(d) = deployed {
-        restore_current(layout, cache, d)?;
+        restore_current(layout, cache, d, &cfg.paths)?;
         let hex = d.to_string();
         let had_secrets = st.deployed.as_ref().is_some_and(|d| d.secrets);
         if had_secrets {
             if let Some(why) =
-                super::secrets::recreate(cfg.secrets.as_ref(), &layout.tree(&hex), &hex)
+                super::secrets::recreate(cfg.secrets.as_ref(), &cfg.paths, &layout.tree(&hex), &hex)
             {
                 warn!("{why}");
             }
@@ -93,12 +93,17 @@ fn sync_with(
         deployed.map(|d| d.to_string()).as_deref().unwrap_or("none"),
         class.as_str()
     );
+    let first_seen = match &st.remote {
+        Some(r) if remote.to_hex() == r.commit => r.first_seen.unwrap_or(now),
+        _ => now,
+    };
     st.remote = Some(RemoteTip {
         commit: remote.to_string(),
         classification: class,
+        first_seen: Some(first_seen),
     });
     if let Some(d) = deployed {
-        restore_current(layout, cache, d)?;
+        restore_current(layout, cache, d, &cfg.paths)?;
     }
 
     let remote_hex = remote.to_string();
@@ -122,6 +127,10 @@ fn sync_with(
             .deployed
             .as_ref()
             .map(|d| d.last_run_at.unwrap_or(d.deployed_at)),
+        soak_until: cfg
+            .soak
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| first_seen.checked_add_signed(d)),
         now,
     });
     match plan {
@@ -169,6 +178,19 @@ fn sync_with(
                 st.deployed.as_ref().map(|d| short(&d.commit)).unwrap_or("the deployed commit")
             ),
         )),
+        Plan::Soaking { until } => Ok(synced(
+            Ended::Soaking {
+                commit: remote_hex.clone(),
+            },
+            format!(
+                "{} was first seen on {} at {}; it soaks until {} (--soak {}) before this host applies it (`gitops-run --no-soak` applies it now)",
+                short(&remote_hex),
+                cfg.branch,
+                utc(&first_seen),
+                utc(&until),
+                crate::duration::format(cfg.soak.unwrap_or_default())
+            ),
+        )),
         Plan::Reconcile => {
             let done = super::reconcile::reconcile(cfg, layout, st, clock)?;
             Ok(synced(done.ended, done.summary))
@@ -194,6 +216,13 @@ fn sync_with(
         }
         Plan::Apply(reason) => {
             let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
+            if let Some(seen) = unchanged_here(cfg, layout, st, cache, deployed, remote, reason)? {
+                return Ok(Synced {
+                    commits,
+                    commits_omitted,
+                    ..synced(Ended::Unchanged, seen)
+                });
+            }
             let applied =
                 apply::apply(cfg, layout, st, cache, remote, reason, apply::How::pass(clock))?;
             Ok(Synced {
@@ -203,6 +232,64 @@ fn sync_with(
             })
         }
     }
+}
+
+/// A new commit that changes nothing under this host's paths is recorded as
+/// deployed (its sparse tree checked out, `current` switched) without running the
+/// entrypoint. Returns the summary when that is the case.
+fn unchanged_here(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    cache: &Cache,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+    reason: Reason,
+) -> Result<Option<String>> {
+    let Some(d) = deployed else { return Ok(None) };
+    if cfg.paths.is_empty()
+        || !matches!(reason, Reason::New | Reason::Rewrite)
+        || !cache.has_commit(&d)
+    {
+        return Ok(None);
+    }
+    if !cache.missing_paths(remote, &cfg.paths)?.is_empty() {
+        return Ok(None); // apply reports the missing path
+    }
+    let changed = cache.changed_paths(d, remote)?;
+    let relevant = changed.iter().any(|p| {
+        cfg.paths
+            .iter()
+            .any(|dir| crate::git::under(p.as_str().into(), dir))
+    });
+    if relevant {
+        return Ok(None);
+    }
+    let hex = remote.to_string();
+    let info = cache.commit_info(remote)?;
+    super::secrets::not_deployed(cfg.secrets.as_ref(), Some(&d.to_string()));
+    crate::state::trees::materialize(layout, cache, remote, &cfg.paths)?;
+    crate::state::trees::switch_current(layout, &hex)?;
+    let secrets = st.deployed.as_ref().is_some_and(|x| x.secrets);
+    st.mark_deployed(crate::state::Deployed {
+        commit: hex.clone(),
+        subject: info.subject.clone(),
+        commit_time: info.time,
+        deployed_at: Utc::now(),
+        reason: Some(Reason::Unchanged),
+        secrets,
+        last_run_at: None,
+    });
+    st.failing = None;
+    crate::state::save(&layout.state_file(), st)?;
+    Ok(Some(format!(
+        "no change for this host ({}) in {} {:?}: nothing under {} changed; recorded as deployed without running {}",
+        cfg.host,
+        short(&hex),
+        info.subject,
+        cfg.paths.join(", "),
+        cfg.entrypoint
+    )))
 }
 
 /// A fetch that fails because the cache's disk is full is not the server's fault:

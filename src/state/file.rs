@@ -138,6 +138,10 @@ pub struct LastPass {
 pub struct RemoteTip {
     pub commit: String,
     pub classification: Classification,
+    /// When this host first fetched this tip: the start of its `--soak` (never the
+    /// commit's own date, which anyone can set).
+    #[serde(default)]
+    pub first_seen: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

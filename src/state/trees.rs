@@ -15,7 +15,12 @@ const TMP_PREFIX: &str = ".tmp-";
 
 /// Check `commit` out into `trees/<commit>`, replacing a stale tree of the same commit
 /// (for example one a failed entrypoint modified). Returns the tree's path.
-pub fn materialize(layout: &Layout, cache: &Cache, commit: ObjectId) -> Result<PathBuf> {
+pub fn materialize(
+    layout: &Layout,
+    cache: &Cache,
+    commit: ObjectId,
+    paths: &[String],
+) -> Result<PathBuf> {
     let trees = layout.trees();
     std::fs::create_dir_all(&trees)
         .with_context(|| format!("failed to create {}", trees.display()))?;
@@ -23,7 +28,7 @@ pub fn materialize(layout: &Layout, cache: &Cache, commit: ObjectId) -> Result<P
         .prefix(&format!("{TMP_PREFIX}{commit}-"))
         .tempdir_in(&trees)
         .with_context(|| format!("failed to create a temporary tree in {}", trees.display()))?;
-    cache.checkout(commit, tmp.path())?;
+    cache.checkout(commit, tmp.path(), paths)?;
     let dest = layout.tree(&commit.to_string());
     if dest.exists() {
         remove_tree(&dest)?;
