@@ -45,6 +45,9 @@ pub struct StatusDoc {
     /// The last drift a reconcile run corrected, and how many runs corrected any.
     pub last_drift: Option<crate::state::Drift>,
     pub drift_corrections: u64,
+    /// Why `state.json` could not be read, when it could not (status exits 7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +154,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         unknown_state: None,
         last_drift: None,
         drift_corrections: 0,
+        state_error: None,
     };
     let Some(st) = st else { return doc };
     doc.unknown_state = st.unknown_state.clone();
@@ -215,10 +219,13 @@ pub fn render_text(doc: &StatusDoc) -> String {
         format!("frozen:        {}{who}{since}{until}", f.reason)
     });
     let Some(repo) = &doc.repo else {
-        let mut text = format!(
-            "no pass has run yet (state directory {})\n",
-            doc.state_dir.display()
-        );
+        let mut text = match &doc.state_error {
+            Some(e) => format!("state:         cannot be read: {e}\n"),
+            None => format!(
+                "no pass has run yet (state directory {})\n",
+                doc.state_dir.display()
+            ),
+        };
         if let Some(l) = frozen_line {
             text.push_str(&l);
             text.push('\n');
@@ -348,8 +355,16 @@ pub fn render_text(doc: &StatusDoc) -> String {
 
 /// Print the status of the state directory at `layout`.
 pub fn show(layout: &Layout, json: bool) -> Result<()> {
-    let st = state::load(&layout.state_file())?;
-    let doc = document(layout, st.as_ref());
+    let (st, error) = match state::load(&layout.state_file()) {
+        Ok(st) => (st, None),
+        // What is not in state.json is still shown (a freeze lives apart), then
+        // the error.
+        Err(e) => (None, Some(e)),
+    };
+    let mut doc = document(layout, st.as_ref());
+    doc.state_error = error
+        .as_ref()
+        .map(|e| crate::log::one_line(&format!("{e:#}")));
     let text = if json {
         serde_json::to_string_pretty(&doc)? + "\n"
     } else {
@@ -358,5 +373,8 @@ pub fn show(layout: &Layout, json: bool) -> Result<()> {
     use std::io::Write;
     // A reader that goes away early (`| head`) is not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    Ok(())
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -10,7 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::write_atomically;
+use super::write_atomically_as;
+
+/// Name prefix of the freeze record's temporary files (written without the pass
+/// lock, so not named like a pass's leftovers).
+const TMP_PREFIX: &str = ".freeze.json.tmp-";
 
 /// The version of `freeze.json` this build writes and reads.
 pub const FREEZE_FORMAT: u32 = 1;
@@ -111,8 +115,26 @@ pub fn save(path: &Path, f: &Freeze) -> Result<()> {
         .context("freeze file has no parent directory")?;
     let mut json = serde_json::to_vec_pretty(f).context("failed to serialise the freeze")?;
     json.push(b'\n');
-    write_atomically(dir, path, &json)
+    remove_stale_temps(dir);
+    write_atomically_as(dir, path, &json, TMP_PREFIX)
         .with_context(|| format!("failed to write the freeze record {}", path.display()))
+}
+
+/// Remove temporary files a `freeze` killed while writing left behind.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < old);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Remove the freeze file durably; `false` when there was none.

@@ -126,8 +126,15 @@ pub fn check_dir_safety(root: &Path) -> Result<()> {
 /// Write `path` atomically: temp file in `dir` (the same directory), fsync, rename,
 /// fsync of the directory.
 pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_as(dir, path, bytes, ".tmp-")
+}
+
+/// [`write_atomically`] with the temporary file's name prefix: files written
+/// without the pass lock (the freeze record) must not look like the leftovers of
+/// an interrupted pass, which every pass removes.
+pub fn write_atomically_as(dir: &Path, path: &Path, bytes: &[u8], prefix: &str) -> Result<()> {
     let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        let mut tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
         tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
