@@ -20,6 +20,7 @@ mod common;
 mod cron;
 mod hardening;
 mod harness_selftest;
+mod health;
 mod notify;
 mod operator;
 mod pass_apply;
