@@ -20,9 +20,10 @@ pub enum Ended {
     Interrupted { commit: String },
     /// The entrypoint of `commit` is missing, not executable or outside the tree.
     InvalidEntrypoint { commit: String },
-    /// `commit` failed before and waits for its retry; `invalid` when it failed
-    /// because its entrypoint is invalid.
-    Waiting { commit: String, invalid: bool },
+    /// A commit failed before (`after`: how) and waits for its retry (or, after a
+    /// health rollback, for a newer commit). A wait is not a new failure: it keeps
+    /// the exit code and the alert of the failure it waits after.
+    Waiting { after: Box<Ended> },
     /// Upstream history was rewritten and the pass refused to follow it.
     Refused {
         class: Classification,
@@ -140,11 +141,10 @@ pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
             Label::InvalidEntrypoint,
             invalid(commit),
         ),
-        Ended::Waiting {
-            commit,
-            invalid: true,
-        } => (Exit::EntrypointInvalid, Label::Waiting, invalid(commit)),
-        Ended::Waiting { commit, .. } => (Exit::EntrypointFailed, Label::Waiting, failed(commit)),
+        Ended::Waiting { after } => {
+            let failure = outcome(after, false);
+            (failure.exit, Label::Waiting, failure.signal)
+        }
         Ended::Refused { class, remote } => (
             Exit::Refused,
             Label::Refused,
@@ -258,24 +258,46 @@ mod tests {
 
     #[test]
     fn waiting_keeps_the_kind_of_the_failure_it_waits_after() {
+        let after = |e: Ended| Ended::Waiting { after: Box::new(e) };
         assert_eq!(
-            of(Ended::Waiting {
-                commit: "a".into(),
-                invalid: false
-            }),
+            of(after(Ended::Failed { commit: "a".into() })),
             (5, "waiting", Signal::Bad(Kind::Failed, "failed:a".into()))
         );
         assert_eq!(
-            of(Ended::Waiting {
-                commit: "a".into(),
-                invalid: true
-            }),
+            of(after(Ended::InvalidEntrypoint { commit: "a".into() })),
             (
                 6,
                 "waiting",
                 Signal::Bad(Kind::InvalidEntrypoint, "invalid:a".into())
             ),
             "the same key as the invalid attempt: a wait is not a new failure"
+        );
+        assert_eq!(
+            of(after(Ended::Unhealthy {
+                commit: "a".into(),
+                rolled_back_to: Some("b".into())
+            })),
+            (
+                5,
+                "waiting",
+                Signal::Bad(Kind::Unhealthy, "unhealthy:a".into())
+            )
+        );
+        assert_eq!(
+            of(after(Ended::RollbackFailed {
+                commit: "a".into(),
+                to: "b".into()
+            })),
+            (
+                10,
+                "waiting",
+                Signal::Bad(Kind::RollbackFailed, "rollback-failed:a:b".into())
+            ),
+            "an unknown state stays the loudest thing until it is resolved"
+        );
+        assert_eq!(
+            of(after(Ended::ReconcileFailed { commit: "a".into() })).2,
+            Signal::Bad(Kind::ReconcileFailed, "reconcile-failed:a".into())
         );
     }
 

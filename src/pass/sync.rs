@@ -151,33 +151,42 @@ fn sync_with(
             ))
         }
         Plan::Wait { until, failures } => {
-            let invalid = st
-                .attempt
-                .as_ref()
-                .is_some_and(|a| a.result == AttemptResult::InvalidEntrypoint);
-            Ok(synced(
-                Ended::Waiting {
-                    commit: remote_hex.clone(),
-                    invalid,
-                },
-                format!(
-                    "{} has failed {failures} time(s); next retry at {} (run `gitops-run --once` to retry now)",
+            let after = failure_waited_after(st, &remote_hex);
+            let what = match &after {
+                Ended::ReconcileFailed { .. } => "reconciling it",
+                _ => "applying it",
+            };
+            let summary = match unknown_state(st) {
+                Some(line) => line,
+                None => format!(
+                    "{} has failed {failures} time(s) ({what}); next retry at {} (run `gitops-run --once` to retry now)",
                     short(&remote_hex),
                     utc(&until)
                 ),
+            };
+            Ok(synced(
+                Ended::Waiting {
+                    after: Box::new(after),
+                },
+                summary,
             ))
         }
-        Plan::Unhealthy { failures } => Ok(synced(
-            Ended::Waiting {
-                commit: remote_hex.clone(),
-                invalid: false,
-            },
-            format!(
-                "{} failed its health check ({failures} time(s)) and the host was rolled back to {}; it is not retried: push a fix, or run `gitops-run --once`",
-                short(&remote_hex),
-                st.deployed.as_ref().map(|d| short(&d.commit)).unwrap_or("the deployed commit")
-            ),
-        )),
+        Plan::Unhealthy { failures } => {
+            let summary = match unknown_state(st) {
+                Some(line) => line,
+                None => format!(
+                    "{} failed its health check ({failures} time(s)) and the host was rolled back to {}; it is not retried: push a fix, or run `gitops-run --once`",
+                    short(&remote_hex),
+                    st.deployed.as_ref().map(|d| short(&d.commit)).unwrap_or("the deployed commit")
+                ),
+            };
+            Ok(synced(
+                Ended::Waiting {
+                    after: Box::new(failure_waited_after(st, &remote_hex)),
+                },
+                summary,
+            ))
+        }
         Plan::Soaking { until } => Ok(synced(
             Ended::Soaking {
                 commit: remote_hex.clone(),
@@ -232,6 +241,41 @@ fn sync_with(
             })
         }
     }
+}
+
+/// How the commit a pass waits for failed, from the state: so that a wait keeps
+/// the exit code and the alert of that failure.
+fn failure_waited_after(st: &State, commit: &str) -> Ended {
+    let commit = commit.to_string();
+    if let Some(u) = st.unknown_state.as_ref().filter(|u| u.failed == commit) {
+        return Ended::RollbackFailed {
+            commit,
+            to: u.rollback_to.clone(),
+        };
+    }
+    match st.attempt.as_ref().filter(|a| a.commit == commit) {
+        Some(a) if a.reason == Reason::Reconcile => Ended::ReconcileFailed { commit },
+        Some(a) if a.result == AttemptResult::InvalidEntrypoint => {
+            Ended::InvalidEntrypoint { commit }
+        }
+        Some(a) if a.result == AttemptResult::Unhealthy => Ended::Unhealthy {
+            commit,
+            rolled_back_to: st.deployed.as_ref().map(|d| d.commit.clone()),
+        },
+        _ => Ended::Failed { commit },
+    }
+}
+
+/// While a failed health rollback left the host in an unknown state, every pass
+/// says so, and what to do.
+fn unknown_state(st: &State) -> Option<String> {
+    st.unknown_state.as_ref().map(|u| {
+        format!(
+            "UNKNOWN STATE since {}: {}. Push a fix (a newer commit is applied at once) or run `gitops-run rollback <commit>`",
+            utc(&u.since),
+            u.detail
+        )
+    })
 }
 
 /// A new commit that changes nothing under this host's paths is recorded as
