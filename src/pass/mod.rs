@@ -41,6 +41,7 @@ pub const LOCK_WAIT_FOR_PUSH: Duration = Duration::from_secs(40 * 60);
 pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let started = Instant::now();
     let started_at = Utc::now();
+    crate::log::set_context(&cfg.repo.redacted, &cfg.branch, None);
     state::prepare_dir(&layout.root)?;
     // A pass a push asked for waits for the pass that holds the lock instead of
     // leaving the push unanswered (the path unit would start it again at once).
@@ -73,7 +74,10 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
 
     let synced = sync::sync(cfg, layout, &mut st, started_at, Utc::now, frozen);
     if let Ok(s) = &synced {
-        info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
+        let label = outcome(&s.ended, false).label;
+        let tip = s.remote.map(|r| r.to_string());
+        let took = started.elapsed().as_secs_f64();
+        crate::log::summary(label, tip.as_deref(), format!("{} ({took:.2}s)", s.summary));
     }
     let machine = host::Facts::gather();
     let (review, reboot_failed) =
