@@ -73,6 +73,8 @@ fn gitops() -> Command {
             cmd.env_remove(name);
         }
     }
+    // As `common::bin()`: no metrics file in node_exporter's directory on this machine.
+    cmd.env("GITOPS_METRICS_FILE", "off");
     cmd
 }
 

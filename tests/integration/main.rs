@@ -19,6 +19,7 @@ mod common;
 
 mod cron;
 mod harness_selftest;
+mod metrics;
 mod notify;
 mod pass_apply;
 mod pass_fetch;
