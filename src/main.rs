@@ -7,6 +7,7 @@ mod exit;
 mod git;
 mod host;
 mod log;
+mod metrics;
 mod notify;
 mod ops;
 mod pass;

@@ -22,6 +22,8 @@ git_c add -A
 git_c commit --quiet -m "Example host configuration"
 
 export MOTD_DIR="$work/motd.d"
+# Keep the demo out of node_exporter's textfile directory, should it run as root.
+export GITOPS_METRICS_FILE=off
 run() { echo; echo "\$ gitops-run $*"; "$bin" "$@" 2>&1; }
 
 run --once --repo "$work/origin" --state-dir "$work/state"

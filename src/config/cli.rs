@@ -228,6 +228,14 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_SECRETS_ROOT", value_name = "DIR")]
     pub secrets_root: Option<PathBuf>,
 
+    /// Prometheus textfile written after every pass, or `off` [default: gitops-run.prom, or gitops-run-INSTANCE.prom, in /var/lib/prometheus/node-exporter when that directory exists]
+    #[arg(long, env = "GITOPS_METRICS_FILE", value_name = "FILE|off")]
+    pub metrics_file: Option<String>,
+
+    /// Name of this instance (a template unit's %i): labels metrics and journal entries, names the default metrics file
+    #[arg(long, env = "GITOPS_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+
     /// How many checked-out trees to keep, the deployed one included
     #[arg(long, env = "GITOPS_KEEP_TREES", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub keep_trees: u32,
@@ -340,6 +348,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_RECONCILE_EVERY",
     "GITOPS_AGE_IDENTITY",
     "GITOPS_SECRETS_ROOT",
+    "GITOPS_METRICS_FILE",
+    "GITOPS_INSTANCE",
 ];
 
 pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {

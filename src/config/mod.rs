@@ -76,10 +76,12 @@ pub struct SecretsSettings {
 }
 
 /// What an operator command needs to tell the world about itself: where to send
-/// the message, and the repository and branch it names (when configured).
+/// the message (when a webhook is configured), the metrics file to update, and
+/// the repository and branch it names (when configured).
 #[derive(Debug, Clone)]
 pub struct Control {
-    pub target: Target,
+    pub target: Option<Target>,
+    pub metrics: Option<crate::metrics::Target>,
     pub repo: String,
     pub branch: String,
 }
@@ -115,6 +117,10 @@ pub struct PassSettings {
     pub trigger_file: Option<PathBuf>,
     /// `None` with `--secrets off`: `*.age` files are ordinary files then.
     pub secrets: Option<SecretsSettings>,
+    /// The Prometheus textfile; `None`: none is written.
+    pub metrics: Option<crate::metrics::Target>,
+    /// `--instance`: the name of a template unit's instance.
+    pub instance: Option<String>,
 }
 
 /// Where reboot requests are read from and how a reboot is carried out.
@@ -231,10 +237,10 @@ pub fn resolve(
             reason,
             until,
             wait,
-            notify: control(pass, cwd, creds),
+            notify: Some(control(pass, cwd, creds)?),
         },
         Some(cli::Command::Unfreeze { pass }) => Action::Unfreeze {
-            notify: control(pass, cwd, creds),
+            notify: Some(control(pass, cwd, creds)?),
         },
         Some(cli::Command::Rollback { commit, wait, pass }) => Action::Rollback {
             commit,
@@ -258,9 +264,10 @@ pub fn resolve(
     })
 }
 
-/// The webhook of an operator command, if one is configured; the repository need
-/// not be (a host can be frozen before it was ever configured).
-fn control(p: cli::PassArgs, cwd: &Path, credentials_dir: Option<&Path>) -> Option<Box<Control>> {
+/// The webhook and metrics file of an operator command, if configured; the
+/// repository need not be (a host can be frozen before it was ever configured).
+fn control(p: cli::PassArgs, cwd: &Path, credentials_dir: Option<&Path>) -> Result<Box<Control>> {
+    let metrics = metrics_target(p.metrics_file.as_deref(), p.instance.as_deref(), cwd)?;
     let target = crate::notify::resolve(
         p.webhook_url.clone(),
         p.webhook_url_file.as_deref(),
@@ -269,18 +276,66 @@ fn control(p: cli::PassArgs, cwd: &Path, credentials_dir: Option<&Path>) -> Opti
         p.webhook_format,
         p.webhook_timeout,
         p.webhook_reminder,
-    )?;
+    );
     let repo = p
         .repo
         .as_deref()
         .and_then(|r| RepoUrl::parse(r, cwd).ok())
         .map(|r| r.redacted)
         .unwrap_or_default();
-    Some(Box::new(Control {
+    Ok(Box::new(Control {
         target,
+        metrics,
         repo,
         branch: p.branch,
     }))
+}
+
+/// Longest `--instance` name: a systemd instance name fits many times over.
+pub const MAX_INSTANCE_CHARS: usize = 128;
+
+/// `--instance`: a name that can be part of a file name and a label; empty is none.
+fn instance_name(value: Option<&str>) -> Result<Option<String>> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let why = if v.contains('/') {
+        "contains '/'"
+    } else if v.starts_with('.') {
+        "starts with '.'"
+    } else if v.chars().any(char::is_control) {
+        "contains a control character"
+    } else if v.chars().count() > MAX_INSTANCE_CHARS {
+        "is longer than 128 characters"
+    } else {
+        return Ok(Some(v.to_string()));
+    };
+    Err(fail(
+        Exit::Usage,
+        format!("--instance {v:?} {why}; it names a file and labels metrics"),
+    ))
+}
+
+/// The metrics file and instance label from `--metrics-file` and `--instance`.
+fn metrics_target(
+    file: Option<&str>,
+    instance: Option<&str>,
+    cwd: &Path,
+) -> Result<Option<crate::metrics::Target>> {
+    let instance = instance_name(instance)?;
+    if let Some(f) = file {
+        if f.trim().is_empty() || f.ends_with('/') {
+            return Err(fail(
+                Exit::Usage,
+                format!("--metrics-file {f:?} names no file; give a file, or `off` to write none"),
+            ));
+        }
+    }
+    let usable = file.is_none() && crate::metrics::default_dir_usable();
+    Ok(
+        crate::metrics::resolve_file(file, instance.as_deref(), cwd, usable)
+            .map(|file| crate::metrics::Target { file, instance }),
+    )
 }
 
 fn pass_settings(
@@ -303,6 +358,8 @@ fn pass_settings(
         ));
     }
     let entrypoint = tree_path("--entrypoint", p.entrypoint)?;
+    let metrics = metrics_target(p.metrics_file.as_deref(), p.instance.as_deref(), cwd)?;
+    let instance = instance_name(p.instance.as_deref())?;
     let reboot_file = tree_path("--reboot-file", p.reboot_file)?;
     let healthcheck = tree_path("--healthcheck", p.healthcheck)?;
     let host = p.hostname.clone().unwrap_or_else(crate::host::hostname);
@@ -372,6 +429,8 @@ fn pass_settings(
                 ),
             },
         }),
+        metrics,
+        instance,
     })
 }
 
@@ -575,6 +634,46 @@ mod tests {
         for bad in ["", "/etc", "hosts/../x", "%q", "./x"] {
             assert!(expand_paths(&[bad.into()], "h", "m").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_metrics_file_is_a_path_or_off_and_reaches_operator_commands() {
+        let pass = |extra: &[&str]| {
+            let mut a = vec!["--repo", "/srv/r"];
+            a.extend_from_slice(extra);
+            match resolve(args(&a), Path::new("/work"), None).map(|s| s.action) {
+                Ok(Action::Pass(p)) => Ok(p.metrics),
+                Ok(other) => panic!("a pass: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let t = pass(&["--metrics-file", "m/x.prom", "--instance", "web"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.file, Path::new("/work/m/x.prom"));
+        assert_eq!(t.instance.as_deref(), Some("web"));
+        assert_eq!(pass(&["--metrics-file", "off"]).unwrap(), None);
+        for bad in [
+            &["--metrics-file", ""][..],
+            &["--metrics-file", "dir/"],
+            &["--instance", "a/b"],
+            &["--instance", ".hidden"],
+        ] {
+            let err = pass(bad).unwrap_err();
+            assert_eq!(crate::exit::class_of(&err), Exit::Usage, "{bad:?}");
+        }
+        // An operator command knows the file without a webhook configured.
+        let s = resolve(
+            args(&["unfreeze", "--metrics-file", "/m/x.prom"]),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        let Action::Unfreeze { notify: Some(c) } = s.action else {
+            panic!("unfreeze with its control")
+        };
+        assert!(c.target.is_none());
+        assert_eq!(c.metrics.unwrap().file, Path::new("/m/x.prom"));
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn freeze(
         FreezeState::Thawed => {}
     }
     freeze::save(&path, &record)?;
+    publish(layout, control);
     if !seen_a_pass {
         info!(
             "no pass has run in {} yet: the first pass will fetch, and apply nothing",
@@ -96,9 +97,17 @@ pub fn unfreeze(layout: &Layout, control: Option<&Control>) -> Result<Exit> {
         ),
         _ => format!("unfrozen by {by} (the freeze record could not be read)"),
     };
+    publish(layout, control);
     info!("{what}; the next pass follows the branch again");
     announce(control, Kind::Unfrozen, &what);
     Ok(Exit::Ok)
+}
+
+/// Update the metrics file, when one is configured, to show the freeze as it is now.
+fn publish(layout: &Layout, control: Option<&Control>) {
+    if let Some(c) = control {
+        crate::metrics::publish_from_disk(c.metrics.as_ref(), layout, &c.repo, &c.branch);
+    }
 }
 
 /// After the record is written, no pass may start an entrypoint (it reads the

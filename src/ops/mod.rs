@@ -57,6 +57,7 @@ pub fn check_state_dir(layout: &Layout) -> Result<bool> {
 /// Send one message about an operator's act, when a webhook is configured.
 pub fn announce(control: Option<&Control>, kind: Kind, summary: &str) {
     let Some(c) = control else { return };
+    let Some(target) = &c.target else { return };
     let event = crate::notify::Event {
         event: kind,
         reminder: false,
@@ -76,5 +77,5 @@ pub fn announce(control: Option<&Control>, kind: Kind, summary: &str) {
         log_path: None,
         at: chrono::Utc::now(),
     };
-    crate::notify::deliver::send(&c.target, &event);
+    crate::notify::deliver::send(target, &event);
 }

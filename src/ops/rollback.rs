@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{announce, check_state_dir};
 use crate::config::{Control, PassSettings};
-use crate::decide::outcome::Ended;
+use crate::decide::outcome::{Ended, Label};
 use crate::decide::{Kind, Reason};
 use crate::exit::{fail, Exit};
 use crate::git::{Cache, ObjectId};
@@ -24,6 +24,7 @@ pub fn rollback(
     commit: Option<&str>,
     wait: Duration,
 ) -> Result<Exit> {
+    crate::log::set_context(&cfg.repo.redacted, &cfg.branch, cfg.instance.as_deref());
     if !check_state_dir(layout)? {
         return Err(fail(
             Exit::State,
@@ -89,6 +90,7 @@ pub fn rollback(
         target.subject
     );
     let failing = st.failing.clone();
+    let before = st.clone();
     let how = How {
         clock: Utc::now,
         honour_freeze: false,
@@ -96,7 +98,8 @@ pub fn rollback(
     };
     let applied = apply::apply(cfg, layout, &mut st, &cache, id, Reason::Rollback, how)?;
     let control = cfg.notify.as_ref().map(|target| Control {
-        target: target.clone(),
+        target: Some(target.clone()),
+        metrics: None,
         repo: cfg.repo.redacted.clone(),
         branch: cfg.branch.clone(),
     });
@@ -104,7 +107,9 @@ pub fn rollback(
         // A failed rollback changes nothing: the deployed commit stays, and the
         // branch's failure record is not the rollback's business.
         st.failing = failing;
+        crate::metrics::count(Some(&before), &mut st, Label::Failed);
         state::save(&layout.state_file(), &st)?;
+        crate::metrics::publish(cfg.metrics.as_ref(), layout, &st);
         let exit = crate::decide::outcome::outcome(&applied.ended, false).exit;
         return Err(fail(
             exit,
@@ -130,7 +135,10 @@ pub fn rollback(
         until: None,
         pinned: Some(target.commit.clone()),
     };
+    crate::metrics::count(Some(&before), &mut st, Label::Applied);
+    state::save(&layout.state_file(), &st)?;
     freeze::save(&layout.freeze_file(), &pin)?;
+    crate::metrics::publish(cfg.metrics.as_ref(), layout, &st);
     info!("{}", applied.summary);
     info!(
         "{}; the host is frozen there so that passes do not deploy the branch's tip again: `gitops-run unfreeze` resumes following the branch",

@@ -159,7 +159,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
     let Some(st) = st else { return doc };
     doc.unknown_state = st.unknown_state.clone();
     doc.last_drift = st.last_drift.clone();
-    doc.drift_corrections = st.drift_corrections;
+    doc.drift_corrections = st.counters.drift_corrected;
     doc.history = st.history.iter().map(deployed_doc).collect();
     doc.repo = Some(st.repo.clone());
     doc.branch = Some(st.branch.clone());

@@ -166,20 +166,19 @@ pub struct Spec<'a> {
     pub pid_file: &'a Path,
 }
 
-/// Where the entrypoint's output goes: our stderr (the journal) and a capped log file.
+/// Where the entrypoint's output goes: our stderr (or the journal, see `log`) and a
+/// capped log file.
 struct Sink {
     file: std::fs::File,
     written: u64,
     truncated: bool,
+    /// `GITOPS_COMMIT` of the attempt, for the journal.
+    commit: String,
 }
 
 impl Sink {
     fn write_line(&mut self, line: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(line);
-        if !line.ends_with(b"\n") {
-            let _ = err.write_all(b"\n");
-        }
+        crate::log::output(&self.commit, line);
         if self.truncated {
             return;
         }
@@ -246,10 +245,17 @@ pub fn run(spec: Spec<'_>, on_spawn: impl FnOnce(i32) -> Result<()>) -> Result<E
         .with_context(|| format!("failed to open log file {}", spec.log.display()))?;
     let written = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = writeln!(file, "{}", spec.header);
+    let commit = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "GITOPS_COMMIT")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let sink = Arc::new(Mutex::new(Sink {
         file,
         written,
         truncated: written >= MAX_LOG_BYTES,
+        commit,
     }));
 
     let mut cmd = Command::new(spec.program);

@@ -43,6 +43,7 @@ pub const LOCK_WAIT_FOR_PUSH: Duration = Duration::from_secs(40 * 60);
 pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let started = Instant::now();
     let started_at = Utc::now();
+    crate::log::set_context(&cfg.repo.redacted, &cfg.branch, cfg.instance.as_deref());
     state::prepare_dir(&layout.root)?;
     // A pass a push asked for waits for the pass that holds the lock instead of
     // leaving the push unanswered (the path unit would start it again at once).
@@ -75,7 +76,10 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
 
     let synced = sync::sync(cfg, layout, &mut st, started_at, Utc::now, frozen);
     if let Ok(s) = &synced {
-        info!("{} ({:.2}s)", s.summary, started.elapsed().as_secs_f64());
+        let label = outcome(&s.ended, false).label;
+        let tip = s.remote.map(|r| r.to_string());
+        let took = started.elapsed().as_secs_f64();
+        crate::log::summary(label, tip.as_deref(), format!("{} ({took:.2}s)", s.summary));
     }
     let machine = host::Facts::gather();
     let (review, reboot_failed) = reboot::review(
@@ -94,8 +98,11 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     };
     let out = outcome(&ended, review.action == Action::Invalid || reboot_failed);
     let elapsed = started.elapsed();
-    let last_pass = record::last_pass(&synced, &out, started_at, elapsed);
+    let mut last_pass = record::last_pass(&synced, &out, started_at, elapsed);
+    let before = state::latest_pass(Some(&st), &layout.lock());
+    crate::metrics::carry_over(before.as_ref(), &mut last_pass, &st, &synced);
     st.last_pass = Some(last_pass.clone());
+    crate::metrics::count(loaded.as_ref(), &mut st, out.label);
     // The outcome is on disk before anything slow or optional (notifications). A
     // pass that changed nothing writes nothing durable: its record goes to the lock
     // file, unsynced, for `status`.
@@ -110,6 +117,7 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
         }
     }
     lock::record(&lock, &last_pass);
+    crate::metrics::publish(cfg.metrics.as_ref(), layout, &st);
     if let Some(target) = &cfg.notify {
         let alerts = st.notify.clone();
         let facts = record::facts(cfg, &st, previous, &synced, &out, elapsed);

@@ -148,7 +148,7 @@ pub fn reconcile(
     let summary = if lines.is_empty() {
         format!("reconciled {}: nothing had drifted", short(&hex))
     } else {
-        st.drift_corrections = st.drift_corrections.saturating_add(1);
+        st.counters.drift_corrected = st.counters.drift_corrected.saturating_add(1);
         let shown = lines
             .iter()
             .take(10)

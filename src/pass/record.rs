@@ -29,6 +29,7 @@ pub fn last_pass(
         outcome: out.label,
         exit_code: out.exit.code(),
         error,
+        tally: Default::default(),
     }
 }
 

@@ -130,6 +130,55 @@ pub struct LastPass {
     pub outcome: Label,
     pub exit_code: u8,
     pub error: Option<String>,
+    /// What the metrics carry from pass to pass (see `metrics`).
+    #[serde(default)]
+    pub tally: PassTally,
+}
+
+/// Facts about passes that change with every pass, carried from one last-pass
+/// record to the next: a pass that changed nothing writes its record to the lock
+/// file without fsync, so counting here costs no durable write. After a crash the
+/// record may be an older one (or the one in `state.json`): Prometheus reads the
+/// lower count as a counter reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassTally {
+    /// Passes by outcome label (`up-to-date`, `failed`, ...).
+    #[serde(default)]
+    pub passes: std::collections::BTreeMap<String, u64>,
+    /// When the last pass that exited 0 ended.
+    #[serde(default)]
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The commits between the deployed commit and the remote tip, as the last pass
+    /// that walked them counted them.
+    #[serde(default)]
+    pub behind: Option<Behind>,
+}
+
+/// How many commits `remote` is ahead of `deployed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Behind {
+    pub deployed: Option<String>,
+    pub remote: String,
+    pub commits: u64,
+}
+
+/// Events counted for the metrics' `*_total` series. Each is bumped only by a pass
+/// or command that writes `state.json` anyway (see `metrics::count`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// Commits deployed (an entrypoint exited 0 and `current` was switched).
+    pub deployments: u64,
+    /// Deployments by `gitops-run rollback`.
+    pub rollbacks: u64,
+    /// Attempts whose entrypoint failed, timed out, was interrupted or could not run.
+    pub failed_attempts: u64,
+    /// Remote tips refused (each refused tip once, however many passes refuse it).
+    pub refusals: u64,
+    /// Reconcile runs that corrected drift.
+    pub drift_corrected: u64,
+    /// Automatic rollbacks after a failed health check, whether they worked or not.
+    pub health_rollbacks: u64,
 }
 
 /// The remote tip at the last successful fetch and how it related to the deployed
@@ -162,11 +211,10 @@ pub struct State {
     /// Set while the host is in an unknown state (a failed health rollback).
     #[serde(default)]
     pub unknown_state: Option<UnknownState>,
-    /// The last drift a reconcile run corrected, and how many times it did.
+    /// The last drift a reconcile run corrected (how many times one did is in
+    /// `counters.drift_corrected`).
     #[serde(default)]
     pub last_drift: Option<Drift>,
-    #[serde(default)]
-    pub drift_corrections: u64,
     /// The remote tip for which the full history was fetched to classify it: not
     /// fetched again for the same tip.
     #[serde(default)]
@@ -175,6 +223,8 @@ pub struct State {
     pub reboot: RebootState,
     #[serde(default)]
     pub notify: crate::notify::gate::NotifyState,
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 impl State {
@@ -191,10 +241,10 @@ impl State {
             remote: None,
             unknown_state: None,
             last_drift: None,
-            drift_corrections: 0,
             deepened_for: None,
             reboot: RebootState::default(),
             notify: Default::default(),
+            counters: Counters::default(),
         }
     }
 

@@ -242,7 +242,7 @@ impl CronHost {
         fs::write(
             host.config(),
             format!(
-                "GITOPS_REPO={}\nGITOPS_STATE_DIR={}\n",
+                "GITOPS_REPO={}\nGITOPS_STATE_DIR={}\nGITOPS_METRICS_FILE=off\n",
                 host.origin.url(),
                 host.state().display()
             ),

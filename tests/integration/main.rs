@@ -21,6 +21,7 @@ mod cron;
 mod hardening;
 mod harness_selftest;
 mod health;
+mod metrics;
 mod notify;
 mod operator;
 mod pass_apply;

@@ -191,10 +191,18 @@ fn template_and_plain_units_differ_only_where_they_must() {
     // The template: its own config, state directory and webhook.
     let state_dir = unit_value(&template, "Service", "StateDirectory");
     assert_eq!(state_dir, "gitops-run/instances/%i");
+    let environment: Vec<String> = unit_directives(&template)
+        .into_iter()
+        .filter(|(s, k, _)| s == "Service" && k == "Environment")
+        .map(|(_, _, v)| v)
+        .collect();
     assert_eq!(
-        unit_value(&template, "Service", "Environment"),
-        format!("GITOPS_STATE_DIR=/var/lib/{state_dir}"),
-        "the pinned state directory must be the one systemd creates"
+        environment,
+        [
+            format!("GITOPS_STATE_DIR=/var/lib/{state_dir}"),
+            "GITOPS_INSTANCE=%i".to_string()
+        ],
+        "the pinned state directory must be the one systemd creates; the instance names itself"
     );
     // Environment: the template pins its state directory; the plain unit names the
     // push receiver's trigger, which only the main configuration has.
@@ -416,7 +424,11 @@ fn unit_files_have_no_repeated_keys() {
         for (s, k, _) in unit_directives(&read_unit(name)) {
             *seen.entry((s, k)).or_default() += 1;
         }
-        let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        // systemd reads every Environment= line; one assignment a line reads best.
+        let repeated: Vec<_> = seen
+            .iter()
+            .filter(|((_, k), n)| **n > 1 && k != "Environment")
+            .collect();
         assert!(repeated.is_empty(), "{name}: repeated keys {repeated:?}");
     }
 }
