@@ -18,6 +18,7 @@
 mod common;
 
 mod cron;
+mod fleet;
 mod hardening;
 mod harness_selftest;
 mod health;
