@@ -781,6 +781,7 @@ mod tests {
             commit: "b".into(),
             classification: Classification::Diverged,
             first_seen: None,
+            soak_until: None,
         });
         let mut st = loaded.clone();
         st.last_pass = Some(pass(Label::Refused, 4));
@@ -816,6 +817,7 @@ mod tests {
             commit: "c".into(),
             classification: Classification::Diverged,
             first_seen: None,
+            soak_until: None,
         });
         count(Some(&loaded), &mut st, Label::Refused);
         assert_eq!(st.counters.refusals, 1);
@@ -907,6 +909,7 @@ mod tests {
             commit: tip.clone(),
             classification: Classification::Behind,
             first_seen: None,
+            soak_until: None,
         });
         let mut p = pass(Label::Failed, 5);
         p.tally.behind = Some(Behind {

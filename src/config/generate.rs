@@ -262,7 +262,7 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
     }
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
-        "systemd.timer(5), journalctl(1), node_exporter(1). The documentation in /usr/share/doc/gitops-run: design, configuration, operations, reboots, notifications, metrics, health, secrets, receive.",
+        "systemd.timer(5), journalctl(1), node_exporter(1). The documentation in /usr/share/doc/gitops-run: design, configuration, operations, reboots, notifications, metrics, health, secrets, receive, fleet.",
     )]);
     roff.to_writer(w)?;
     man.render_version_section(w)?;

@@ -463,11 +463,14 @@ fn expand_paths(raw: &[String], host: &str, machine_id: &str) -> Result<Vec<Stri
                 expanded.push(c);
                 continue;
             }
-            match chars.next() {
-                Some('H') => expanded.push_str(host),
-                Some('l') => expanded.push_str(short),
-                Some('m') => expanded.push_str(machine_id),
-                Some('%') => expanded.push('%'),
+            let (spec, value) = match chars.next() {
+                Some('H') => ('H', host),
+                Some('l') => ('l', short),
+                Some('m') => ('m', machine_id),
+                Some('%') => {
+                    expanded.push('%');
+                    continue;
+                }
                 other => {
                     return Err(fail(
                         Exit::Usage,
@@ -477,7 +480,17 @@ fn expand_paths(raw: &[String], host: &str, machine_id: &str) -> Result<Vec<Stri
                         ),
                     ))
                 }
+            };
+            // An empty value would widen `hosts/%l` to `hosts`: every host's files.
+            if value.trim().is_empty() {
+                return Err(fail(
+                    Exit::Usage,
+                    format!(
+                        "--path {r:?}: %{spec} is empty here (host name {host:?}, machine id {machine_id:?}); set --hostname"
+                    ),
+                ));
             }
+            expanded.push_str(value);
         }
         let trimmed = expanded.trim_matches('/').to_string();
         let bad = trimmed.is_empty()
@@ -634,6 +647,14 @@ mod tests {
         for bad in ["", "/etc", "hosts/../x", "%q", "./x"] {
             assert!(expand_paths(&[bad.into()], "h", "m").is_err(), "{bad:?}");
         }
+        // A specifier that expands to nothing must not widen the path.
+        for (host, id) in [("", "m"), (".example.com", "m")] {
+            let err = expand_paths(&["hosts/%l".into()], host, id).unwrap_err();
+            assert_eq!(crate::exit::class_of(&err), Exit::Usage);
+            assert!(format!("{err:#}").contains("%l is empty"), "{err:#}");
+        }
+        assert!(expand_paths(&["by-id/%m/".into()], "h", "").is_err());
+        assert!(expand_paths(&["hosts/%H".into()], "", "m").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::decide::{Classification, Reason};
 use crate::exit::{fail, Exit};
 use crate::git::{Cache, FileChange, History, ObjectId};
 use crate::log::{short, utc};
+use crate::pass::sync::ForThisHost;
 use crate::state::freeze::{self, FreezeState};
 use crate::state::{self, Layout, State};
 
@@ -33,12 +34,17 @@ pub struct PlanDoc {
     pub deployed: Option<String>,
     pub remote: String,
     pub classification: Classification,
+    /// The host name and the paths it follows (`--path`, expanded); no paths: the
+    /// whole tree.
+    pub host: String,
+    pub paths: Vec<String>,
     pub frozen: Option<FrozenDoc>,
     /// `off` until signature verification is configured.
     pub verification: String,
     /// Commits the pass would apply, newest first.
     pub commits: Vec<CommitDoc>,
     pub commits_omitted: usize,
+    /// Files changed under the followed paths (all of them without `--path`).
     pub files: Vec<FileChange>,
     pub entrypoint_changed: bool,
     pub reboot_file_changed: bool,
@@ -65,7 +71,8 @@ pub struct CommitDoc {
 /// What the pass would do.
 #[derive(Debug, Serialize)]
 pub struct ActionDoc {
-    /// `nothing`, `apply`, `wait`, `refuse`, `held`, `unhealthy`, `reconcile` or `soak`.
+    /// `nothing`, `apply`, `invalid`, `wait`, `refuse`, `held`, `unhealthy`,
+    /// `reconcile` or `soak`.
     pub kind: &'static str,
     pub reason: Option<Reason>,
     pub until: Option<DateTime<Utc>>,
@@ -117,8 +124,18 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         }),
         now,
     });
+    let here = match decision {
+        Plan::Apply(reason) => {
+            crate::pass::sync::for_this_host(cfg, &cache, deployed, remote, reason)?
+        }
+        _ => ForThisHost::Applies,
+    };
+    let exit = match here {
+        ForThisHost::Missing(_) => Exit::EntrypointInvalid,
+        _ => exit_of(&decision),
+    };
     let doc = document(
-        layout, cfg, &cache, deployed, remote, class, &frozen, &decision,
+        layout, cfg, &cache, deployed, remote, class, &frozen, &decision, &here, exit,
     )?;
     let text = if json {
         serde_json::to_string_pretty(&doc)? + "\n"
@@ -127,7 +144,7 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
     };
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    Ok(exit_of(&decision))
+    Ok(exit)
 }
 
 fn exit_of(p: &Plan) -> Exit {
@@ -150,6 +167,8 @@ fn document(
     class: Classification,
     frozen: &FreezeState,
     decision: &Plan,
+    here: &ForThisHost,
+    exit: Exit,
 ) -> Result<PlanDoc> {
     let pending = deployed != Some(remote);
     let (lines, omitted) = if pending {
@@ -173,18 +192,23 @@ fn document(
             }
         })
         .collect();
-    let files = if pending {
+    let mut files = if pending {
         cache.diff_stat(deployed.filter(|d| cache.has_commit(d)), remote)?
     } else {
         Vec::new()
     };
+    if !cfg.paths.is_empty() {
+        let followed = |p: &str| cfg.paths.iter().any(|dir| crate::git::under(p.into(), dir));
+        files.retain(|f| followed(&f.path) || f.old_path.as_deref().is_some_and(followed));
+    }
     let touches = |p: &str| {
         files
             .iter()
             .any(|f| f.path == p || f.old_path.as_deref() == Some(p))
     };
-    let entrypoint_changed = touches(&cfg.entrypoint);
-    let reboot_file_changed = touches(&cfg.reboot.file);
+    let entrypoint = cfg.rel(&cfg.entrypoint);
+    let entrypoint_changed = touches(&entrypoint);
+    let reboot_file_changed = touches(&cfg.rel(&cfg.reboot.file));
     let action = match decision {
         Plan::Nothing => ActionDoc {
             kind: "nothing",
@@ -192,16 +216,39 @@ fn document(
             until: None,
             detail: format!("up to date at {}", short(&remote.to_string())),
         },
-        Plan::Apply(reason) => ActionDoc {
-            kind: "apply",
-            reason: Some(*reason),
-            until: None,
-            detail: format!(
-                "check out {} and run {} (reason {})",
-                short(&remote.to_string()),
-                cfg.entrypoint,
-                reason.as_str()
-            ),
+        Plan::Apply(reason) => match here {
+            ForThisHost::Applies => ActionDoc {
+                kind: "apply",
+                reason: Some(*reason),
+                until: None,
+                detail: format!(
+                    "check out {} and run {entrypoint} (reason {})",
+                    short(&remote.to_string()),
+                    reason.as_str()
+                ),
+            },
+            ForThisHost::Unchanged => ActionDoc {
+                kind: "apply",
+                reason: Some(Reason::Unchanged),
+                until: None,
+                detail: format!(
+                    "record {} as deployed without running {entrypoint}: nothing under {} changed for host {}",
+                    short(&remote.to_string()),
+                    cfg.paths.join(", "),
+                    cfg.host
+                ),
+            },
+            ForThisHost::Missing(missing) => ActionDoc {
+                kind: "invalid",
+                reason: Some(*reason),
+                until: None,
+                detail: format!(
+                    "fail: the path(s) {} that host {} follows (--path) do not exist in {}; nothing would run",
+                    missing.join(", "),
+                    cfg.host,
+                    short(&remote.to_string())
+                ),
+            },
         },
         Plan::Wait { until, failures } => ActionDoc {
             kind: "wait",
@@ -283,6 +330,8 @@ fn document(
         deployed: deployed.map(|d| d.to_string()),
         remote: remote.to_string(),
         classification: class,
+        host: cfg.host.clone(),
+        paths: cfg.paths.clone(),
         frozen,
         verification: "off".into(),
         commits,
@@ -291,7 +340,7 @@ fn document(
         entrypoint_changed,
         reboot_file_changed,
         action,
-        exit_code: exit_of(decision).code(),
+        exit_code: exit.code(),
     })
 }
 
@@ -307,6 +356,13 @@ fn render(d: &PlanDoc) -> String {
         short(&d.remote),
         d.classification.as_str()
     ));
+    if !d.paths.is_empty() {
+        out.push(format!(
+            "paths:         {} (host {})",
+            d.paths.join(", "),
+            d.host
+        ));
+    }
     if let Some(f) = &d.frozen {
         let until = f
             .until

@@ -27,6 +27,8 @@ pub struct StatusDoc {
     pub last_attempt: Option<AttemptDoc>,
     pub remote_commit: Option<String>,
     pub classification: Option<Classification>,
+    /// While the remote tip soaks (`--soak`): when this host applies it.
+    pub soak_until: Option<DateTime<Utc>>,
     pub last_pass: Option<PassDoc>,
     pub consecutive_failures: u32,
     pub next_retry_at: Option<DateTime<Utc>>,
@@ -142,6 +144,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         last_attempt: None,
         remote_commit: None,
         classification: None,
+        soak_until: None,
         last_pass: None,
         consecutive_failures: 0,
         next_retry_at: None,
@@ -178,6 +181,7 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
     if let Some(r) = &st.remote {
         doc.remote_commit = Some(r.commit.clone());
         doc.classification = Some(r.classification);
+        doc.soak_until = r.soak_until;
     }
     if let Some(p) = &state::latest_pass(Some(st), &layout.lock()) {
         if st.remote.is_none() {
@@ -287,8 +291,14 @@ pub fn render_text(doc: &StatusDoc) -> String {
             }
             None => "unknown",
         };
+        let soak = match doc.soak_until {
+            Some(u) if deployed != Some(r.as_str()) => {
+                format!("; soaks until {} (--soak)", utc(&u))
+            }
+            _ => String::new(),
+        };
         out.push(format!(
-            "remote:        {} at the last fetch: {relation}",
+            "remote:        {} at the last fetch: {relation}{soak}",
             short(r)
         ));
     }

@@ -101,6 +101,7 @@ fn sync_with(
         commit: remote.to_string(),
         classification: class,
         first_seen: Some(first_seen),
+        soak_until: None,
     });
     if let Some(d) = deployed {
         restore_current(layout, cache, d, &cfg.paths)?;
@@ -187,7 +188,11 @@ fn sync_with(
                 summary,
             ))
         }
-        Plan::Soaking { until } => Ok(synced(
+        Plan::Soaking { until } => {
+            if let Some(r) = st.remote.as_mut() {
+                r.soak_until = Some(until);
+            }
+            Ok(synced(
             Ended::Soaking {
                 commit: remote_hex.clone(),
             },
@@ -199,7 +204,8 @@ fn sync_with(
                 utc(&until),
                 crate::duration::format(cfg.soak.unwrap_or_default())
             ),
-        )),
+            ))
+        }
         Plan::Reconcile => {
             let done = super::reconcile::reconcile(cfg, layout, st, clock)?;
             Ok(synced(done.ended, done.summary))
@@ -278,6 +284,53 @@ fn unknown_state(st: &State) -> Option<String> {
     })
 }
 
+/// What a new commit is to a host that follows `--path`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForThisHost {
+    /// Applied as usual: the host follows the whole tree, the commit changes
+    /// something under its paths, or there is nothing deployed to compare with.
+    Applies,
+    /// Nothing under the host's paths changed: recorded as deployed without a run.
+    Unchanged,
+    /// Paths the host follows that the commit lacks: the pass fails (exit 6).
+    Missing(Vec<String>),
+}
+
+/// Whether the new commit `remote` (to be applied for `reason`) concerns this
+/// host: the check a pass makes before checking it out, and `plan` shows.
+pub fn for_this_host(
+    cfg: &PassSettings,
+    cache: &Cache,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+    reason: Reason,
+) -> Result<ForThisHost> {
+    if cfg.paths.is_empty() {
+        return Ok(ForThisHost::Applies);
+    }
+    let missing = cache.missing_paths(remote, &cfg.paths)?;
+    if !missing.is_empty() {
+        return Ok(ForThisHost::Missing(missing));
+    }
+    let Some(d) = deployed else {
+        return Ok(ForThisHost::Applies);
+    };
+    if !matches!(reason, Reason::New | Reason::Rewrite) || !cache.has_commit(&d) {
+        return Ok(ForThisHost::Applies);
+    }
+    let changed = cache.changed_paths(d, remote)?;
+    let relevant = changed.iter().any(|p| {
+        cfg.paths
+            .iter()
+            .any(|dir| crate::git::under(p.as_str().into(), dir))
+    });
+    Ok(if relevant {
+        ForThisHost::Applies
+    } else {
+        ForThisHost::Unchanged
+    })
+}
+
 /// A new commit that changes nothing under this host's paths is recorded as
 /// deployed (its sparse tree checked out, `current` switched) without running the
 /// entrypoint. Returns the summary when that is the case.
@@ -290,25 +343,11 @@ fn unchanged_here(
     remote: ObjectId,
     reason: Reason,
 ) -> Result<Option<String>> {
+    // A missing path is reported by apply.
+    if for_this_host(cfg, cache, deployed, remote, reason)? != ForThisHost::Unchanged {
+        return Ok(None);
+    }
     let Some(d) = deployed else { return Ok(None) };
-    if cfg.paths.is_empty()
-        || !matches!(reason, Reason::New | Reason::Rewrite)
-        || !cache.has_commit(&d)
-    {
-        return Ok(None);
-    }
-    if !cache.missing_paths(remote, &cfg.paths)?.is_empty() {
-        return Ok(None); // apply reports the missing path
-    }
-    let changed = cache.changed_paths(d, remote)?;
-    let relevant = changed.iter().any(|p| {
-        cfg.paths
-            .iter()
-            .any(|dir| crate::git::under(p.as_str().into(), dir))
-    });
-    if relevant {
-        return Ok(None);
-    }
     let hex = remote.to_string();
     let info = cache.commit_info(remote)?;
     super::secrets::not_deployed(cfg.secrets.as_ref(), Some(&d.to_string()));

@@ -191,6 +191,9 @@ pub struct RemoteTip {
     /// commit's own date, which anyone can set).
     #[serde(default)]
     pub first_seen: Option<DateTime<Utc>>,
+    /// When this host applies the tip, while it soaks (`--soak`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

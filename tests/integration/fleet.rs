@@ -309,6 +309,17 @@ fn a_host_whose_path_is_missing_fails_with_exit_6_naming_path_and_host_then_depl
     let (mut origin, _) = fleet_origin();
     let c = Member::new("c");
 
+    // plan foresees the failure, and changes nothing.
+    let plan = plan_json(&c, &origin, &[], 6);
+    assert_eq!(plan["action"]["kind"], "invalid", "{plan:#}");
+    assert!(
+        plan["action"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("hosts/c") && d.contains("host c")),
+        "{plan:#}"
+    );
+    assert_eq!(plan["paths"], serde_json::json!(["hosts/c", "common"]));
+
     let out = c.pass(&origin, &[]);
     out.assert_code(6);
     out.assert_no_panic();
@@ -764,9 +775,16 @@ fn a_soaking_host_holds_a_new_commit_and_shows_it_in_status_and_plan() {
     assert_eq!(st["deployed"]["commit"], first.as_str());
     assert_eq!(st["remote_commit"], change.as_str());
     assert_eq!(st["last_pass"]["outcome"], "soaking");
+    let shown: DateTime<Utc> = st["soak_until"]
+        .as_str()
+        .expect("status names the end of the soak")
+        .parse()
+        .expect("a time");
+    assert_eq!(shown, until, "{st:#}");
     let text = b.state.status_text().stdout;
     assert!(text.contains(&change[..12]), "{text}");
     assert!(text.contains("soaking"), "{text}");
+    assert!(text.contains("soaks until"), "{text}");
 
     let plan = plan_json(&b, &origin, &soak, 2);
     assert_eq!(plan["action"]["kind"], "soak", "{plan:#}");
@@ -791,6 +809,7 @@ fn a_soaking_host_holds_a_new_commit_and_shows_it_in_status_and_plan() {
     let st = b.state.status_json();
     assert_eq!(st["deployed"]["commit"], change.as_str());
     assert_eq!(st["deployed"]["reason"], "new");
+    assert!(st["soak_until"].is_null(), "{st:#}");
 }
 
 #[test]
