@@ -17,6 +17,7 @@
 
 mod common;
 
+mod completions;
 mod cron;
 mod fleet;
 mod hardening;
