@@ -60,23 +60,50 @@ pub fn main(args: &[OsString]) -> Result<()> {
 
 /// Environment variables read besides the options' own (which the OPTIONS section lists).
 const OTHER_ENVIRONMENT: &[(&str, &str)] = &[
-    ("CREDENTIALS_DIRECTORY", "Set by systemd; the credential webhook-url in it is a fallback source of the webhook URL."),
+    ("CREDENTIALS_DIRECTORY", "Set by systemd; the credential webhook-url in it is a fallback source of the webhook URL, receiver-secret the receiver's shared secret."),
+    ("RUNTIME_DIRECTORY", "Set by systemd; decrypted secrets go to its secrets/ subdirectory unless --secrets-root says otherwise."),
+    ("JOURNAL_STREAM", "Set by systemd when stderr is the journal: lines then go to the journal with GITOPS_* fields."),
+    ("LISTEN_FDS, LISTEN_PID", "Set by systemd socket activation: the socket gitops-run receive serves."),
+    ("SUDO_USER", "Who froze or rolled back the host, as freeze.json records it (else the user name)."),
     ("GIT_SSL_CAINFO", "CA bundle for https repositories; without it (or http.sslCAInfo) the system bundle is used."),
     ("SSL_CERT_FILE", "Preferred system CA bundle when GIT_SSL_CAINFO and http.sslCAInfo are not set."),
     ("TZ", "Time zone of reboot requests written as local time."),
     ("https_proxy, http_proxy, no_proxy", "Proxies for fetches and webhooks."),
 ];
 
+/// Variables the entrypoint and the health check get (every inherited GITOPS_*
+/// variable removed first). The test below checks this list against the code.
+const ENTRYPOINT_ENVIRONMENT: &[(&str, &str)] = &[
+    ("GITOPS_COMMIT", "Full id of the commit being applied."),
+    ("GITOPS_PREVIOUS_COMMIT", "Full id of the deployed commit; empty on the first deployment."),
+    ("GITOPS_BRANCH", "The branch followed."),
+    ("GITOPS_REPO", "The repository URL, credentials removed."),
+    ("GITOPS_REASON", "Why it runs: initial, new, retry, rewrite, rollback, health-rollback or reconcile."),
+    ("GITOPS_STATE_DIR", "The state directory."),
+    ("GITOPS_DRIFT_FILE", "A file, empty at the start, for one line per thing the run corrected (reported as drift by reconcile runs)."),
+    ("GITOPS_SECRETS_DIR", "The commit's decrypted secrets, when it has any."),
+    ("GITOPS_PATHS", "The --path values this host follows, expanded, separated by colons."),
+    ("GITOPS_HEALTHCHECK_ATTEMPT", "In the health check only: which try this is (1, 2, ...)."),
+];
+
 const FILES: &[(&str, &str)] = &[
-    ("/etc/gitops-run/config", "Configuration read by the shipped systemd units (KEY=VALUE lines with the GITOPS_* names)."),
-    ("/var/lib/gitops-run/state.json", "State: deployed and attempted commits, failures, last pass, reboots, notifications."),
+    ("/etc/gitops-run/config", "Configuration read by the shipped systemd units (KEY=VALUE lines with the GITOPS_* names); /etc/gitops-run/INSTANCE.conf for gitops-run@INSTANCE."),
+    ("/etc/gitops-run/webhook-url, /etc/gitops-run/receiver-secret", "Loaded by the units as systemd credentials: the webhook URL, the push receiver's shared secret."),
+    ("/var/lib/gitops-run/state.json", "State: deployed and attempted commits, failures, last pass, reboots, notifications, counters."),
+    ("/var/lib/gitops-run/freeze.json", "The operator's freeze, or a rollback's pin; while it exists (or cannot be read) nothing is applied."),
     ("/var/lib/gitops-run/current", "Symlink to the checked-out tree of the deployed commit."),
-    ("/var/lib/gitops-run/trees/", "One checked-out tree per commit; the newest few are kept."),
+    ("/var/lib/gitops-run/trees/", "One checked-out tree per commit (only the followed --path directories); the newest few are kept."),
     ("/var/lib/gitops-run/cache.git/", "Bare cache of the fetched branch."),
     ("/var/lib/gitops-run/logs/", "Entrypoint output, one file per attempt; the newest 10 are kept."),
-    ("/var/lib/gitops-run/lock", "Lock taken by every pass."),
+    ("/var/lib/gitops-run/lock", "Lock taken by every pass; also holds the record of the last pass that changed nothing else."),
+    ("/var/lib/gitops-run/entrypoint.pid", "The running entrypoint's process, for the next pass after a crash."),
+    ("/var/lib/gitops-run/drift", "GITOPS_DRIFT_FILE of the current run."),
+    ("/run/gitops-run/secrets/", "Decrypted secrets (mode 0700, files 0600), on tmpfs; see --secrets-root."),
+    ("/etc/ssh/ssh_host_ed25519_key, /etc/ssh/ssh_host_rsa_key", "Default age identities for secrets; their .pub files give the recipient command's answer."),
+    ("/var/lib/prometheus/node-exporter/gitops-run.prom", "Metrics for node_exporter's textfile collector, when that directory exists; see --metrics-file."),
+    ("/run/gitops-run-receiver/trigger", "Written by the push receiver, consumed by the pass (--trigger-file)."),
     ("/proc/stat", "The kernel's boot time, for reboot decisions."),
-    ("/etc/machine-id", "Seed of the per-host reboot splay."),
+    ("/etc/machine-id", "Seed of the per-host reboot splay; %m in --path."),
 ];
 
 pub fn run(what: What, dir: &Path) -> Result<()> {
@@ -251,6 +278,15 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
             .text([bold(*name)])
             .text([roman(*text)]);
     }
+    roff.control("SH", ["ENTRYPOINT ENVIRONMENT"]);
+    roff.text([roman(
+        "The entrypoint and the health check run in the checked-out tree (the first --path in it, if any), with umask 077, stdin from /dev/null, and the environment of gitops-run without its GITOPS_* variables, plus:",
+    )]);
+    for (name, text) in ENTRYPOINT_ENVIRONMENT {
+        roff.control("TP", [])
+            .text([bold(*name)])
+            .text([roman(*text)]);
+    }
     roff.control("SH", ["FILES"]);
     roff.text([roman(
         "Paths under /var/lib/gitops-run move with --state-dir.",
@@ -304,6 +340,36 @@ mod tests {
             !text.contains("[\\-\\-repo]"),
             "no option without its value in the synopsis"
         );
+    }
+
+    #[test]
+    fn the_entrypoint_environment_section_lists_what_the_code_sets() {
+        let code = concat!(
+            include_str!("../pass/job.rs"),
+            include_str!("../pass/entrypoint.rs")
+        );
+        let mut set: Vec<&str> = code
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.len() > "GITOPS_".len()
+                    && s.starts_with("GITOPS_")
+                    && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            })
+            .collect();
+        set.sort_unstable();
+        set.dedup();
+        let mut listed: Vec<&str> = ENTRYPOINT_ENVIRONMENT.iter().map(|(n, _)| *n).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, set);
+        let mut out = Vec::new();
+        man_page(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("ENTRYPOINT ENVIRONMENT"));
+        for (name, _) in ENTRYPOINT_ENVIRONMENT {
+            assert!(text.contains(name), "{name}");
+        }
     }
 
     #[test]
