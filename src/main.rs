@@ -16,6 +16,7 @@ mod report;
 mod state;
 mod status;
 mod trees;
+mod verify;
 
 use anyhow::Result;
 use std::process::ExitCode;
