@@ -14,6 +14,7 @@ mod pass;
 mod receive;
 mod secrets;
 mod state;
+mod verify;
 
 use anyhow::Result;
 use std::process::ExitCode;
