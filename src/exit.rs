@@ -25,6 +25,9 @@ pub enum Exit {
     State,
     /// The reboot request is invalid, or the reboot command failed.
     Reboot,
+    /// A commit the remote tip brings has no good signature by a trusted key: the
+    /// tip was refused.
+    Unverified,
     /// A commit failed its health check, and rolling back to the previous commit
     /// failed too: the host is in an unknown state.
     UnknownState,
@@ -47,6 +50,7 @@ impl Exit {
             Exit::EntrypointInvalid => 6,
             Exit::State => 7,
             Exit::Reboot => 8,
+            Exit::Unverified => 9,
             Exit::UnknownState => 10,
             Exit::Interrupted => 130,
             Exit::Pending => 2,
@@ -66,6 +70,7 @@ Exit codes:
   6    entrypoint missing, not executable, or outside the checked-out tree
   7    state directory or state file unsafe, corrupt or foreign
   8    reboot request invalid, or the reboot command failed (when all else succeeded)
+  9    unverified: a new commit has no good signature by a trusted key; nothing ran
   10   unknown state: a commit failed its health check and the rollback failed too
   130  interrupted by SIGINT or SIGTERM
 `gitops-run plan` exits 0 when there is nothing to do, 2 when changes are pending,
@@ -88,6 +93,7 @@ impl fmt::Display for Classified {
             Exit::EntrypointInvalid => "invalid entrypoint",
             Exit::State => "state error",
             Exit::Reboot => "reboot error",
+            Exit::Unverified => "unverified commit",
             Exit::UnknownState => "unknown state",
             Exit::Interrupted => "interrupted",
             Exit::Pending => "changes pending",

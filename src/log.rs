@@ -302,6 +302,7 @@ pub fn summary(outcome: Label, commit: Option<&str>, msg: impl std::fmt::Display
         | Label::InvalidEntrypoint
         | Label::Waiting
         | Label::Refused
+        | Label::Unverified
         | Label::Unhealthy
         | Label::ReconcileFailed
         | Label::Error => Level::Warning,

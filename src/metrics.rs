@@ -127,6 +127,14 @@ pub fn count(loaded: Option<&State>, st: &mut State, label: Label) {
     if label == Label::Refused && st.remote != remote_before {
         c.refusals = c.refusals.saturating_add(1);
     }
+    // A signature refusal counts once per verdict: a new tip, or new keys.
+    let verdict = |u: &crate::state::Unverified| (u.tip.clone(), u.keys_digest.clone());
+    if label == Label::Unverified
+        && st.unverified.as_ref().map(verdict)
+            != loaded.and_then(|l| l.unverified.as_ref()).map(verdict)
+    {
+        c.refusals = c.refusals.saturating_add(1);
+    }
 }
 
 /// Fill in the tally of `pass` (the record of the pass that just ended), carried
@@ -251,7 +259,7 @@ fn secs(t: &DateTime<Utc>) -> f64 {
 }
 
 /// Every outcome a pass can end with, in the order the file lists them.
-pub const OUTCOMES: [Label; 15] = [
+pub const OUTCOMES: [Label; 16] = [
     Label::UpToDate,
     Label::Applied,
     Label::Unchanged,
@@ -260,6 +268,7 @@ pub const OUTCOMES: [Label; 15] = [
     Label::InvalidEntrypoint,
     Label::Waiting,
     Label::Refused,
+    Label::Unverified,
     Label::Frozen,
     Label::Soaking,
     Label::Unhealthy,
@@ -273,14 +282,17 @@ pub const OUTCOMES: [Label; 15] = [
 pub type Refusal = (&'static str, fn(&LastPass) -> bool);
 
 /// Why a pass refuses the remote tip: the reason label and whether a pass refused
-/// for it. Refusals of features to come (signatures) add a row.
-pub const REFUSALS: &[Refusal] = &[("rewrite", |p| {
-    p.outcome == Label::Refused
-        && matches!(
-            p.classification,
-            Some(Classification::RemoteBehind | Classification::Diverged)
-        )
-})];
+/// for it.
+pub const REFUSALS: &[Refusal] = &[
+    ("rewrite", |p| {
+        p.outcome == Label::Refused
+            && matches!(
+                p.classification,
+                Some(Classification::RemoteBehind | Classification::Diverged)
+            )
+    }),
+    ("signature", |p| p.outcome == Label::Unverified),
+];
 
 /// One sample per outcome: the label `outcome` and `f` of it.
 fn per_outcome(f: impl Fn(Label) -> f64) -> Vec<Sample> {
@@ -699,6 +711,7 @@ mod tests {
             reason: Some(crate::decide::Reason::New),
             secrets: false,
             last_run_at: None,
+            signed_by: None,
         }
     }
 
@@ -712,6 +725,7 @@ mod tests {
             exit_code,
             error: None,
             tally: Default::default(),
+            verification: None,
         }
     }
 
@@ -728,6 +742,7 @@ mod tests {
             pid: None,
             pid_start_ticks: None,
             boot_id: None,
+            signed_by: None,
         }
     }
 
@@ -1084,6 +1099,7 @@ mod tests {
                 | Label::InvalidEntrypoint
                 | Label::Waiting
                 | Label::Refused
+                | Label::Unverified
                 | Label::Frozen
                 | Label::Soaking
                 | Label::Unhealthy

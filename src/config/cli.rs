@@ -139,6 +139,18 @@ pub struct PassArgs {
     #[arg(long, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5m", value_parser = duration_up_to::<{ DAY }>)]
     pub fetch_timeout: Duration,
 
+    /// SSH keys trusted to sign commits, in git's allowed-signers format; turns signature verification on
+    #[arg(long, env = "GITOPS_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Directory of OpenPGP public keys (*.asc, *.gpg, *.pgp, *.key) trusted to sign commits; turns signature verification on
+    #[arg(long, env = "GITOPS_TRUSTED_KEYS", value_name = "DIR")]
+    pub trusted_keys: Option<PathBuf>,
+
+    /// Which new commits must carry a trusted signature: all (every commit between the deployed one and the tip) or tip
+    #[arg(long, env = "GITOPS_VERIFY", value_name = "MODE", value_enum)]
+    pub verify: Option<crate::config::VerifyMode>,
+
     /// Private key for ssh:// and user@host:path repositories (a deploy key)
     #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
@@ -350,6 +362,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "GITOPS_SECRETS_ROOT",
     "GITOPS_METRICS_FILE",
     "GITOPS_INSTANCE",
+    "GITOPS_ALLOWED_SIGNERS",
+    "GITOPS_TRUSTED_KEYS",
+    "GITOPS_VERIFY",
 ];
 
 pub fn parse_from(args: Vec<OsString>) -> Result<(Cli, clap::ArgMatches)> {

@@ -75,6 +75,35 @@ pub struct SecretsSettings {
     pub root: PathBuf,
 }
 
+/// Which new commits must carry a trusted signature (`--verify`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// Every commit reachable from the tip and not from the deployed commit.
+    All,
+    /// Only the commit to deploy.
+    Tip,
+}
+
+impl VerifyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::All => "all",
+            VerifyMode::Tip => "tip",
+        }
+    }
+}
+
+/// Where the trusted signing keys are and which commits they must have signed.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    pub allowed_signers: Option<PathBuf>,
+    pub trusted_keys: Option<PathBuf>,
+    pub mode: VerifyMode,
+}
+
 /// What an operator command needs to tell the world about itself: where to send
 /// the message (when a webhook is configured), the metrics file to update, and
 /// the repository and branch it names (when configured).
@@ -121,6 +150,8 @@ pub struct PassSettings {
     pub metrics: Option<crate::metrics::Target>,
     /// `--instance`: the name of a template unit's instance.
     pub instance: Option<String>,
+    /// Signature verification; `None`: off (no keys configured).
+    pub verify: Option<VerifySettings>,
 }
 
 /// Where reboot requests are read from and how a reboot is carried out.
@@ -357,6 +388,7 @@ fn pass_settings(
             format!("invalid branch name {:?}", p.branch),
         ));
     }
+    let verify = verify_settings(&p, cwd)?;
     let entrypoint = tree_path("--entrypoint", p.entrypoint)?;
     let metrics = metrics_target(p.metrics_file.as_deref(), p.instance.as_deref(), cwd)?;
     let instance = instance_name(p.instance.as_deref())?;
@@ -431,7 +463,44 @@ fn pass_settings(
         }),
         metrics,
         instance,
+        verify,
     })
+}
+
+/// `--allowed-signers`, `--trusted-keys` and `--verify`: either key source turns
+/// verification on; a mode without keys, or an empty path, is a usage error
+/// rather than verification silently off. The keys themselves are read by each
+/// pass (so a change takes effect at the next one).
+fn verify_settings(p: &cli::PassArgs, cwd: &Path) -> Result<Option<VerifySettings>> {
+    let source = |option: &str, v: &Option<PathBuf>| -> Result<Option<PathBuf>> {
+        match v {
+            None => Ok(None),
+            Some(path) if path.as_os_str().is_empty() => Err(fail(
+                Exit::Usage,
+                format!("{option} is empty; to turn signature verification off, do not set it"),
+            )),
+            Some(path) => Ok(Some(cwd.join(path))),
+        }
+    };
+    let allowed_signers = source("--allowed-signers", &p.allowed_signers)?;
+    let trusted_keys = source("--trusted-keys", &p.trusted_keys)?;
+    if allowed_signers.is_none() && trusted_keys.is_none() {
+        if let Some(mode) = p.verify {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--verify {} needs trusted keys: set --allowed-signers FILE (SSH) or --trusted-keys DIR (OpenPGP)",
+                    mode.as_str()
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(VerifySettings {
+        allowed_signers,
+        trusted_keys,
+        mode: p.verify.unwrap_or(VerifyMode::All),
+    }))
 }
 
 /// A path inside the checked-out tree, as an option names it: relative, and naming

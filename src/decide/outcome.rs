@@ -24,6 +24,13 @@ pub enum Ended {
     /// health rollback, for a newer commit). A wait is not a new failure: it keeps
     /// the exit code and the alert of the failure it waits after.
     Waiting { after: Box<Ended> },
+    /// `commit` (the remote tip `tip`, or a commit before it) has no good
+    /// signature by a trusted key (`reason`): the tip was refused.
+    Unverified {
+        tip: String,
+        commit: String,
+        reason: String,
+    },
     /// Upstream history was rewritten and the pass refused to follow it.
     Refused {
         class: Classification,
@@ -64,6 +71,8 @@ pub enum Label {
     InvalidEntrypoint,
     Waiting,
     Refused,
+    /// A new commit has no good signature by a trusted key; nothing was applied.
+    Unverified,
     /// The host is frozen; nothing was applied.
     Frozen,
     /// A commit failed its health check and the host was rolled back.
@@ -91,6 +100,7 @@ impl Label {
             Label::InvalidEntrypoint => "invalid-entrypoint",
             Label::Waiting => "waiting",
             Label::Refused => "refused",
+            Label::Unverified => "unverified",
             Label::Frozen => "frozen",
             Label::Unhealthy => "unhealthy",
             Label::RollbackFailed => "rollback-failed",
@@ -151,6 +161,18 @@ pub fn outcome(ended: &Ended, reboot_invalid: bool) -> Outcome {
             Signal::Bad(
                 Kind::Refused,
                 format!("refused:{}:{remote}", class.as_str()),
+            ),
+        ),
+        Ended::Unverified {
+            tip,
+            commit,
+            reason,
+        } => (
+            Exit::Unverified,
+            Label::Unverified,
+            Signal::Bad(
+                Kind::Unverified,
+                format!("unverified:{tip}:{commit}:{reason}"),
             ),
         ),
         Ended::Held { .. } => (Exit::Ok, Label::Frozen, Signal::Hold),
@@ -251,6 +273,18 @@ mod tests {
             )
         );
         assert_eq!(
+            of(Ended::Unverified {
+                tip: "t".into(),
+                commit: c(),
+                reason: "unsigned".into()
+            }),
+            (
+                9,
+                "unverified",
+                Signal::Bad(Kind::Unverified, "unverified:t:c0ffee:unsigned".into())
+            )
+        );
+        assert_eq!(
             of(Ended::Error(Exit::Fetch)),
             (3, "error", Signal::Bad(Kind::Error, "error:3".into()))
         );
@@ -322,6 +356,7 @@ mod tests {
             Label::InvalidEntrypoint,
             Label::Waiting,
             Label::Refused,
+            Label::Unverified,
             Label::Frozen,
             Label::Unhealthy,
             Label::RollbackFailed,

@@ -133,6 +133,9 @@ pub enum Plan {
     Reconcile,
     /// A new commit waits until this host has seen it on the branch for `--soak`.
     Soaking { until: DateTime<Utc> },
+    /// The remote tip was refused for a commit's signature, by the same trusted
+    /// keys: the verdict stands until the tip or the keys change.
+    Unverified,
 }
 
 /// Everything the plan depends on.
@@ -153,6 +156,8 @@ pub struct Situation<'a> {
     pub last_run: Option<DateTime<Utc>>,
     /// When this host will have seen the remote tip for `--soak` (`None`: no soak).
     pub soak_until: Option<DateTime<Utc>>,
+    /// The remote tip was refused for a signature by the keys configured now.
+    pub unverified: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -190,6 +195,10 @@ pub fn plan(s: &Situation<'_>) -> Plan {
         if class != Classification::Initial && !failing_here {
             return Plan::Soaking { until };
         }
+    }
+    // A signature refusal is not a failure to retry: `--once` does not lift it.
+    if s.unverified {
+        return Plan::Unverified;
     }
     match failing {
         Some(f) if f.commit == remote && f.unhealthy && !force_retry => Plan::Unhealthy {
@@ -275,6 +284,7 @@ mod tests {
             reconcile_every: None,
             last_run: None,
             soak_until: None,
+            unverified: false,
             now,
         })
     }
@@ -442,6 +452,7 @@ mod tests {
                 reconcile_every: None,
                 last_run: None,
                 soak_until: None,
+                unverified: false,
                 now: t(10),
             };
             assert_eq!(super::plan(&s), Plan::Held(class));
@@ -456,6 +467,7 @@ mod tests {
             reconcile_every: Some(std::time::Duration::from_secs(60)),
             last_run: None,
             soak_until: None,
+            unverified: false,
             now: t(0),
         };
         assert_eq!(super::plan(&up), Plan::Nothing);
@@ -477,6 +489,7 @@ mod tests {
             reconcile_every: Some(std::time::Duration::from_secs(3600)),
             last_run: last.map(t),
             soak_until: None,
+            unverified: false,
             now: t(now),
         }
     }
@@ -567,6 +580,48 @@ mod tests {
             ..situation(Initial, None, None, 10)
         };
         assert_eq!(super::plan(&first), Plan::Apply(Reason::Initial));
+    }
+
+    #[test]
+    fn a_tip_refused_for_its_signature_stays_refused_even_with_once() {
+        let f = record_failure(None, "r", t(0));
+        for (class, failing, once) in [
+            (Behind, None, false),
+            (Behind, None, true),
+            (Initial, None, false),
+            (Behind, Some(&f), true),
+        ] {
+            let s = Situation {
+                unverified: true,
+                force_retry: once,
+                ..situation(class, failing, None, 10)
+            };
+            assert_eq!(super::plan(&s), Plan::Unverified, "{class:?} once={once}");
+        }
+        // What comes before it still does: a rewrite is refused as a rewrite, a
+        // frozen host is held, a soaking tip soaks, an up-to-date host does nothing.
+        let rewrite = Situation {
+            unverified: true,
+            ..situation(Diverged, None, None, 10)
+        };
+        assert_eq!(super::plan(&rewrite), Plan::Refuse(Diverged));
+        let frozen = Situation {
+            unverified: true,
+            frozen: true,
+            ..situation(Behind, None, None, 10)
+        };
+        assert_eq!(super::plan(&frozen), Plan::Held(Behind));
+        let soaking = Situation {
+            unverified: true,
+            soak_until: Some(t(3600)),
+            ..situation(Behind, None, None, 10)
+        };
+        assert_eq!(super::plan(&soaking), Plan::Soaking { until: t(3600) });
+        let same = Situation {
+            unverified: true,
+            ..situation(UpToDate, None, Some(0), 10)
+        };
+        assert_eq!(super::plan(&same), Plan::Nothing);
     }
 
     #[test]

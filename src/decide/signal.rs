@@ -12,6 +12,8 @@ pub enum Kind {
     Failed,
     InvalidEntrypoint,
     Refused,
+    /// A new commit has no good signature by a trusted key.
+    Unverified,
     Error,
     RebootScheduled,
     Rebooting,
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::InvalidEntrypoint => "invalid-entrypoint",
             Kind::Refused => "refused",
+            Kind::Unverified => "unverified",
             Kind::Error => "error",
             Kind::RebootScheduled => "reboot-scheduled",
             Kind::Rebooting => "rebooting",

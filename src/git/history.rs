@@ -61,6 +61,59 @@ impl Cache {
         }
     }
 
+    /// Every commit reachable from `to` and not from `from` (all parents of merges
+    /// followed), newest first: what deploying `to` over `from` brings. An error
+    /// when the history in the cache cannot say (a missing commit, a shallow
+    /// boundary inside the range), never a shorter list.
+    pub fn range(&self, from: Option<ObjectId>, to: ObjectId) -> Result<Vec<ObjectId>> {
+        let walk = self
+            .repo
+            .rev_walk([to])
+            .with_hidden(from.filter(|f| self.has_commit(f)))
+            .all()
+            .map_err(|e| anyhow::anyhow!("{}", super::error_chain(&e)))
+            .with_context(|| format!("failed to walk the commits up to {to}"))?;
+        let shallow: Vec<ObjectId> = self
+            .repo
+            .shallow_commits()
+            .ok()
+            .flatten()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for info in walk {
+            let info = info
+                .map_err(|e| anyhow::anyhow!("{}", super::error_chain(&e)))
+                .with_context(|| format!("failed to walk the commits up to {to}"))?;
+            // A shallow commit's parents are not here: whatever lies beyond it is
+            // unknown, so the range cannot be complete (unless it is `from`'s side).
+            if shallow.contains(&info.id) {
+                anyhow::bail!(
+                    "the history in the cache ends at {} (a shallow boundary) before reaching {}",
+                    info.id,
+                    from.map(|f| f.to_string())
+                        .unwrap_or_else(|| "the root".into())
+                );
+            }
+            out.push(info.id);
+        }
+        Ok(out)
+    }
+
+    /// The commit object `id` as stored: the bytes a signature covers (with its
+    /// `gpgsig` header).
+    pub fn raw_commit(&self, id: ObjectId) -> Result<Vec<u8>> {
+        let object = self
+            .repo
+            .find_object(id)
+            .map_err(|e| anyhow::anyhow!("{}", super::error_chain(&e)))
+            .with_context(|| format!("failed to read commit {id}"))?;
+        if object.kind != gix::object::Kind::Commit {
+            anyhow::bail!("{id} is a {}, not a commit", object.kind);
+        }
+        Ok(object.data.clone())
+    }
+
     /// Commits reachable from `to` but not from `from`, newest first: at most `max`
     /// of them with their subjects, and how many more there are (counted up to a bound).
     /// A history too shallow to walk yields just `to`.

@@ -137,5 +137,8 @@ pub struct Event {
     pub log_tail: String,
     #[serde(skip)]
     pub log_path: Option<PathBuf>,
+    /// Who signed the deployed commit, for deployment events with verification on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     pub at: DateTime<Utc>,
 }

@@ -103,6 +103,9 @@ fn headline(e: &Event) -> String {
         e.exit_code,
         e.duration_ms as f64 / 1000.0
     ));
+    if let Some(s) = &e.signed_by {
+        out.push(s.clone());
+    }
     for c in &e.commits {
         out.push(format!("• `{}` {}", short(&c.id), c.subject));
     }
@@ -258,6 +261,7 @@ fn icon(kind: Kind) -> &'static str {
         Kind::RollbackFailed => "🚨",
         Kind::DriftCorrected => "🔧",
         Kind::Refused | Kind::RebootMissed => "⚠️",
+        Kind::Unverified => "⛔",
         Kind::RebootScheduled | Kind::Rebooting => "🔄",
         Kind::Frozen => "🧊",
         Kind::Unfrozen => "▶️",
@@ -296,6 +300,7 @@ mod tests {
             exit_code: 5,
             log_tail: tail.into(),
             log_path: None,
+            signed_by: None,
             at: t(0),
         }
     }

@@ -45,6 +45,8 @@ pub struct Facts {
     pub attempt: Option<AttemptFacts>,
     /// What the reboot review said of the request, for reboot messages.
     pub reboot_detail: Option<String>,
+    /// Who signed the deployed commit (verification on), as one line.
+    pub signed_by: Option<String>,
     pub exit: Exit,
     pub elapsed: Duration,
     pub now: DateTime<Utc>,
@@ -169,6 +171,10 @@ pub fn event(facts: &Facts, kind: Kind, reminder: bool, open: Option<&Alert>) ->
             .map(|p| log_tail(p, LOG_TAIL_LINES))
             .unwrap_or_default(),
         log_path,
+        signed_by: facts
+            .signed_by
+            .clone()
+            .filter(|_| matches!(kind, Kind::Applied | Kind::Recovered)),
         at: facts.now,
     }
 }

@@ -75,6 +75,7 @@ pub fn announce(control: Option<&Control>, kind: Kind, summary: &str) {
         exit_code: 0,
         log_tail: String::new(),
         log_path: None,
+        signed_by: None,
         at: chrono::Utc::now(),
     };
     crate::notify::deliver::send(target, &event);

@@ -39,7 +39,7 @@ pub struct PlanDoc {
     pub host: String,
     pub paths: Vec<String>,
     pub frozen: Option<FrozenDoc>,
-    /// `off` until signature verification is configured.
+    /// `off`, or the `--verify` mode and where the trusted keys are.
     pub verification: String,
     /// Commits the pass would apply, newest first.
     pub commits: Vec<CommitDoc>,
@@ -71,8 +71,8 @@ pub struct CommitDoc {
 /// What the pass would do.
 #[derive(Debug, Serialize)]
 pub struct ActionDoc {
-    /// `nothing`, `apply`, `invalid`, `wait`, `refuse`, `held`, `unhealthy`,
-    /// `reconcile` or `soak`.
+    /// `nothing`, `apply`, `invalid`, `unverified`, `wait`, `refuse`, `held`,
+    /// `unhealthy`, `reconcile` or `soak`.
     pub kind: &'static str,
     pub reason: Option<Reason>,
     pub until: Option<DateTime<Utc>>,
@@ -90,6 +90,11 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
             ),
         ));
     };
+    let keys = cfg
+        .verify
+        .as_ref()
+        .map(crate::pass::verify::load)
+        .transpose()?;
     let loaded = state::load(&layout.state_file())?;
     let mut st = loaded.unwrap_or_else(|| State::new(&cfg.repo.redacted, &cfg.branch));
     let now = Utc::now();
@@ -122,8 +127,22 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
                 .ok()
                 .and_then(|d| seen.checked_add_signed(d))
         }),
+        unverified: crate::pass::verify::refused_before(&st, &remote_hex, keys.as_ref()),
         now,
     });
+    // What the pass would verify before applying: a refusal is what it would do.
+    let decision = match (&decision, &keys) {
+        (Plan::Apply(_), Some(k)) => {
+            match crate::pass::verify::check(cfg, k, &cache, deployed, remote, now)? {
+                crate::pass::verify::Verdict::Refused(u) => {
+                    st.unverified = Some(u);
+                    Plan::Unverified
+                }
+                crate::pass::verify::Verdict::Signed(_) => decision,
+            }
+        }
+        _ => decision,
+    };
     let here = match decision {
         Plan::Apply(reason) => {
             crate::pass::sync::for_this_host(cfg, &cache, deployed, remote, reason)?
@@ -135,7 +154,13 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         _ => exit_of(&decision),
     };
     let doc = document(
-        layout, cfg, &cache, deployed, remote, class, &frozen, &decision, &here, exit,
+        layout,
+        cfg,
+        &cache,
+        (deployed, remote, class),
+        &frozen,
+        (&decision, &here, exit),
+        (keys.as_ref(), st.unverified.as_ref()),
     )?;
     let text = if json {
         serde_json::to_string_pretty(&doc)? + "\n"
@@ -153,22 +178,61 @@ fn exit_of(p: &Plan) -> Exit {
         Plan::Apply(_) | Plan::Held(_) => Exit::Pending,
         Plan::Wait { .. } | Plan::Unhealthy { .. } => Exit::EntrypointFailed,
         Plan::Refuse(_) => Exit::Refused,
+        Plan::Unverified => Exit::Unverified,
         Plan::Reconcile | Plan::Soaking { .. } => Exit::Pending,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The signature status of one listed commit, as the next pass would judge it.
+fn signature_of(
+    cache: &Cache,
+    keys: Option<&crate::pass::verify::Keys>,
+    deployed: Option<ObjectId>,
+    id: &str,
+    tip: ObjectId,
+) -> String {
+    let Some(k) = keys else {
+        return "not verified (verification is off)".into();
+    };
+    let is_tip = ObjectId::from_hex(id.as_bytes()).is_ok_and(|o| o == tip);
+    if !is_tip && deployed.is_none() && k.mode == crate::config::VerifyMode::All {
+        return "not verified (a first deployment verifies the tip only)".into();
+    }
+    let verdict = match ObjectId::from_hex(id.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|oid| cache.raw_commit(oid))
+    {
+        Err(e) => format!("cannot be read: {e:#}"),
+        Ok(raw) => match k.trusted.verify_commit(&raw) {
+            Ok(s) => format!("good: {s}"),
+            Err(r) => {
+                let key = r
+                    .fingerprint
+                    .as_deref()
+                    .map(|f| format!(" [key {f}]"))
+                    .unwrap_or_default();
+                format!("refused: {}: {}{key}", r.reason, r.detail)
+            }
+        },
+    };
+    if !is_tip && k.mode == crate::config::VerifyMode::Tip {
+        format!("{verdict} (not required with --verify tip)")
+    } else {
+        verdict
+    }
+}
+
 fn document(
     layout: &Layout,
     cfg: &PassSettings,
     cache: &Cache,
-    deployed: Option<ObjectId>,
-    remote: ObjectId,
-    class: Classification,
+    (deployed, remote, class): (Option<ObjectId>, ObjectId, Classification),
     frozen: &FreezeState,
-    decision: &Plan,
-    here: &ForThisHost,
-    exit: Exit,
+    (decision, here, exit): (&Plan, &ForThisHost, Exit),
+    (keys, unverified): (
+        Option<&crate::pass::verify::Keys>,
+        Option<&crate::state::Unverified>,
+    ),
 ) -> Result<PlanDoc> {
     let pending = deployed != Some(remote);
     let (lines, omitted) = if pending {
@@ -185,10 +249,10 @@ fn document(
                 .map(|i| i.author)
                 .unwrap_or_default();
             CommitDoc {
+                signature: signature_of(cache, keys, deployed, &l.id, remote),
                 commit: l.id,
                 subject: l.subject,
                 author,
-                signature: "not verified (verification is off)".into(),
             }
         })
         .collect();
@@ -259,6 +323,14 @@ fn document(
                 short(&remote.to_string()),
                 utc(until)
             ),
+        },
+        Plan::Unverified => ActionDoc {
+            kind: "unverified",
+            reason: None,
+            until: None,
+            detail: unverified
+                .map(|u| crate::pass::verify::refusal_line(u, false))
+                .unwrap_or_else(|| "refuse: a commit has no good signature".into()),
         },
         Plan::Refuse(c) => ActionDoc {
             kind: "refuse",
@@ -333,7 +405,7 @@ fn document(
         host: cfg.host.clone(),
         paths: cfg.paths.clone(),
         frozen,
-        verification: "off".into(),
+        verification: crate::pass::verify::describe(cfg.verify.as_ref()),
         commits,
         commits_omitted: omitted,
         files,
@@ -388,6 +460,9 @@ fn render(d: &PlanDoc) -> String {
                 c.subject,
                 c.author
             ));
+            if d.verification != "off" {
+                out.push(format!("      signature: {}", c.signature));
+            }
         }
     }
     if !d.files.is_empty() {

@@ -82,6 +82,46 @@ pub fn rollback(
             ),
         ));
     }
+    // With verification on, the target must carry a good signature by the keys
+    // trusted now: a key revoked since it was deployed makes it undeployable.
+    let signer = match cfg.verify.as_ref() {
+        None => None,
+        Some(v) => {
+            let keys = crate::pass::verify::load(v)?;
+            let raw = cache.raw_commit(id).map_err(|e| {
+                fail(
+                    Exit::Unverified,
+                    format!(
+                        "{} is not in the cache any more, so its signature cannot be verified; nothing was changed ({e:#})",
+                        short(&target.commit)
+                    ),
+                )
+            })?;
+            match keys.trusted.verify_commit(&raw) {
+                Ok(s) => {
+                    info!("{} carries a good {s}", short(&target.commit));
+                    Some(s)
+                }
+                Err(r) => {
+                    let key = r
+                        .fingerprint
+                        .as_deref()
+                        .map(|f| format!(" [key {f}]"))
+                        .unwrap_or_default();
+                    return Err(fail(
+                        Exit::Unverified,
+                        format!(
+                            "refusing to roll back to {} {:?}: it has no good signature by a trusted key: {}: {}{key}; nothing was changed",
+                            short(&target.commit),
+                            target.subject,
+                            r.reason,
+                            r.detail
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     info!(
         "rolling back from {} {:?} to {} {:?}",
         short(&deployed.commit),
@@ -95,6 +135,7 @@ pub fn rollback(
         clock: Utc::now,
         honour_freeze: false,
         reuse_tree: true,
+        signed_by: signer.as_ref(),
     };
     let applied = apply::apply(cfg, layout, &mut st, &cache, id, Reason::Rollback, how)?;
     let control = cfg.notify.as_ref().map(|target| Control {
@@ -121,8 +162,12 @@ pub fn rollback(
             ),
         ));
     }
+    let signed = signer
+        .as_ref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
     let reason = format!(
-        "rolled back from {} to {}",
+        "rolled back from {} to {}{signed}",
         short(&deployed.commit),
         short(&target.commit)
     );

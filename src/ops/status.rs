@@ -47,6 +47,11 @@ pub struct StatusDoc {
     /// The last drift a reconcile run corrected, and how many runs corrected any.
     pub last_drift: Option<crate::state::Drift>,
     pub drift_corrections: u64,
+    /// Signature verification as the last pass had it: `off`, or the mode and
+    /// where the keys are (`null` before a pass recorded it).
+    pub verification: Option<String>,
+    /// The remote tip refused for a commit's signature, while it is refused.
+    pub unverified: Option<crate::state::Unverified>,
     /// Why `state.json` could not be read, when it could not (status exits 7).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
@@ -60,6 +65,8 @@ pub struct DeployedDoc {
     pub deployed_at: DateTime<Utc>,
     /// Why it was deployed: `initial`, `new`, `retry`, `rewrite`, `rollback`, ...
     pub reason: Option<Reason>,
+    /// Who signed it (`{kind, signer, fingerprint}`), when verification was on.
+    pub signed_by: Option<crate::verify::Signer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +89,7 @@ fn deployed_doc(d: &crate::state::Deployed) -> DeployedDoc {
         commit_time: d.commit_time,
         deployed_at: d.deployed_at,
         reason: d.reason,
+        signed_by: d.signed_by.clone(),
     }
 }
 
@@ -157,6 +165,8 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         unknown_state: None,
         last_drift: None,
         drift_corrections: 0,
+        verification: None,
+        unverified: None,
         state_error: None,
     };
     let Some(st) = st else { return doc };
@@ -195,7 +205,9 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
             exit_code: p.exit_code,
             error: p.error.clone(),
         });
+        doc.verification = p.verification.clone();
     }
+    doc.unverified = st.unverified.clone();
     doc.reboot = st.reboot.request.clone();
     doc.reboots_done = st.reboot.done.clone();
     if let Some(f) = &st.failing {
@@ -253,6 +265,26 @@ pub fn render_text(doc: &StatusDoc) -> String {
         ),
         None => "deployed:      nothing yet".to_string(),
     });
+    if let Some(s) = doc.deployed.as_ref().and_then(|d| d.signed_by.as_ref()) {
+        out.push(format!(
+            "signed by:     {} ({}, {})",
+            s.signer, s.kind, s.fingerprint
+        ));
+    }
+    match doc.verification.as_deref() {
+        Some("off") => out.push(
+            "verification:  OFF: commits are deployed without checking signatures (set --allowed-signers or --trusted-keys)".into(),
+        ),
+        Some(v) => out.push(format!("verification:  {v}")),
+        None => {}
+    }
+    if let Some(u) = &doc.unverified {
+        out.push(format!(
+            "REFUSED:       since {}: {}",
+            utc(&u.at),
+            crate::pass::verify::refusal_line(u, false)
+        ));
+    }
     if let Some(l) = frozen_line {
         out.push(l);
     }

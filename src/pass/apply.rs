@@ -26,7 +26,7 @@ pub type Clock = fn() -> DateTime<Utc>;
 
 /// How an apply goes about it.
 #[derive(Clone, Copy)]
-pub struct How {
+pub struct How<'a> {
     pub clock: Clock,
     /// Read the freeze record before the entrypoint starts (a pass does; a
     /// rollback, which freezes the host itself, does not).
@@ -34,14 +34,17 @@ pub struct How {
     /// Use the commit's tree when one is kept (a rollback to a commit the cache no
     /// longer has); otherwise always check it out fresh.
     pub reuse_tree: bool,
+    /// Who signed the commit (verification on, and it passed).
+    pub signed_by: Option<&'a crate::verify::Signer>,
 }
 
-impl How {
-    pub fn pass(clock: Clock) -> How {
+impl How<'_> {
+    pub fn pass(clock: Clock) -> How<'static> {
         How {
             clock,
             honour_freeze: true,
             reuse_tree: false,
+            signed_by: None,
         }
     }
 }
@@ -53,7 +56,7 @@ pub fn apply(
     cache: &Cache,
     commit: ObjectId,
     reason: Reason,
-    how: How,
+    how: How<'_>,
 ) -> Result<Applied> {
     let clock = how.clock;
     let hex = commit.to_string();
@@ -119,6 +122,7 @@ pub fn apply(
         pid: None,
         pid_start_ticks: None,
         boot_id: None,
+        signed_by: how.signed_by.cloned(),
     };
 
     let program = match entrypoint::resolve(&tree, &cfg.rel(&cfg.entrypoint)) {
@@ -281,6 +285,7 @@ pub fn apply(
             reason: Some(reason),
             secrets: matches!(prepared, super::secrets::Prepared::Ready(_)),
             last_run_at: None,
+            signed_by: how.signed_by.cloned(),
         });
         st.failing = None;
         st.unknown_state = None;

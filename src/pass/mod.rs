@@ -14,6 +14,7 @@ mod record;
 mod recover;
 mod secrets;
 pub(crate) mod sync;
+pub(crate) mod verify;
 
 use anyhow::Result;
 use chrono::Utc;
@@ -99,6 +100,7 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let out = outcome(&ended, review.action == Action::Invalid || reboot_failed);
     let elapsed = started.elapsed();
     let mut last_pass = record::last_pass(&synced, &out, started_at, elapsed);
+    last_pass.verification = Some(verify::describe(cfg.verify.as_ref()));
     let before = state::latest_pass(Some(&st), &layout.lock());
     crate::metrics::carry_over(before.as_ref(), &mut last_pass, &st, &synced);
     st.last_pass = Some(last_pass.clone());

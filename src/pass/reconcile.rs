@@ -72,6 +72,7 @@ pub fn reconcile(
         pid: None,
         pid_start_ticks: None,
         boot_id: crate::host::boot_id(),
+        signed_by: deployed.signed_by.clone(),
     });
     let state_path = layout.state_file();
     state::save(&state_path, st)

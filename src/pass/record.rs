@@ -30,6 +30,7 @@ pub fn last_pass(
         exit_code: out.exit.code(),
         error,
         tally: Default::default(),
+        verification: None,
     }
 }
 
@@ -91,6 +92,11 @@ pub fn facts(
             log: a.log.clone(),
         }),
         reboot_detail: st.reboot.request.as_ref().map(|r| r.detail.clone()),
+        signed_by: st
+            .deployed
+            .as_ref()
+            .and_then(|d| d.signed_by.as_ref())
+            .map(|s| s.to_string()),
         exit: out.exit,
         elapsed,
         now: Utc::now(),

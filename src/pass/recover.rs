@@ -77,6 +77,7 @@ fn settle_interrupted_attempt(layout: &Layout, st: &mut State, now: DateTime<Utc
             reason: Some(attempt.reason),
             secrets: false,
             last_run_at: None,
+            signed_by: attempt.signed_by.clone(),
         };
         st.mark_deployed(d);
         st.failing = None;

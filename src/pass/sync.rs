@@ -1,11 +1,12 @@
 //! The middle of a pass: fetch the branch, classify the remote tip against the
 //! deployed commit, plan, and apply when the plan says so.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::apply::{self, Clock};
 use super::recover::restore_current;
+use super::verify::{self, Keys};
 use crate::config::PassSettings;
 use crate::decide::outcome::Ended;
 use crate::decide::{self, Classification, Plan, Reason};
@@ -35,9 +36,13 @@ pub fn sync(
     clock: Clock,
     frozen: bool,
 ) -> Result<Synced> {
+    // The keys are read by every pass, so that a broken key file is found at once
+    // and a changed key set is used at the next pass.
+    let keys = cfg.verify.as_ref().map(super::verify::load).transpose()?;
+    let keys = keys.as_ref();
     let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     let attempt_before = st.attempt.clone();
-    let first = match sync_with(cfg, layout, st, now, clock, frozen, &cache) {
+    let first = match sync_with(cfg, layout, st, now, clock, frozen, keys, &cache) {
         Ok(synced) => return Ok(synced),
         Err(e) => e,
     };
@@ -57,10 +62,11 @@ pub fn sync(
     );
     let cache = cache.rebuild(&cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     st.deepened_for = None;
-    sync_with(cfg, layout, st, now, clock, frozen, &cache)
+    sync_with(cfg, layout, st, now, clock, frozen, keys, &cache)
         .map_err(|e| disk_full_is_not_a_fetch_error(e, layout))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sync_with(
     cfg: &PassSettings,
     layout: &Layout,
@@ -68,6 +74,7 @@ fn sync_with(
     now: DateTime<Utc>,
     clock: Clock,
     frozen: bool,
+    keys: Option<&Keys>,
     cache: &Cache,
 ) -> Result<Synced> {
     let deployed = deployed_id(st)?;
@@ -108,6 +115,15 @@ fn sync_with(
     }
 
     let remote_hex = remote.to_string();
+    // A signature refusal is about one tip and one key set: once the branch has
+    // moved, or verification is off, it no longer applies.
+    if st
+        .unverified
+        .as_ref()
+        .is_some_and(|u| u.tip != remote_hex || keys.is_none())
+    {
+        st.unverified = None;
+    }
     let synced = |ended, summary: String| Synced {
         ended,
         summary,
@@ -132,6 +148,7 @@ fn sync_with(
             .soak
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .and_then(|d| first_seen.checked_add_signed(d)),
+        unverified: verify::refused_before(st, &remote_hex, keys),
         now,
     });
     match plan {
@@ -229,17 +246,60 @@ fn sync_with(
                 refusal(cfg, c, &d, &remote_hex),
             ))
         }
+        Plan::Unverified => {
+            let u = st
+                .unverified
+                .clone()
+                .context("no refusal is recorded for the refused tip")?;
+            Ok(synced(
+                Ended::Unverified {
+                    tip: u.tip.clone(),
+                    commit: u.commit.clone(),
+                    reason: u.reason.clone(),
+                },
+                verify::refusal_line(&u, true),
+            ))
+        }
         Plan::Apply(reason) => {
             let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
-            if let Some(seen) = unchanged_here(cfg, layout, st, cache, deployed, remote, reason)? {
+            let signer = match keys {
+                None => None,
+                Some(k) => match verify::check(cfg, k, cache, deployed, remote, now)? {
+                    verify::Verdict::Signed(s) => {
+                        info!("{} carries a good {s}", short(&remote_hex));
+                        st.unverified = None;
+                        Some(s)
+                    }
+                    verify::Verdict::Refused(u) => {
+                        let line = verify::refusal_line(&u, false);
+                        let ended = Ended::Unverified {
+                            tip: u.tip.clone(),
+                            commit: u.commit.clone(),
+                            reason: u.reason.clone(),
+                        };
+                        st.unverified = Some(u);
+                        return Ok(Synced {
+                            commits,
+                            commits_omitted,
+                            ..synced(ended, line)
+                        });
+                    }
+                },
+            };
+            if let Some(seen) =
+                unchanged_here(cfg, layout, st, cache, deployed, remote, reason, signer.as_ref())?
+            {
                 return Ok(Synced {
                     commits,
                     commits_omitted,
                     ..synced(Ended::Unchanged, seen)
                 });
             }
-            let applied =
-                apply::apply(cfg, layout, st, cache, remote, reason, apply::How::pass(clock))?;
+            let how = apply::How {
+                signed_by: signer.as_ref(),
+                ..apply::How::pass(clock)
+            };
+            let applied = apply::apply(cfg, layout, st, cache, remote, reason, how)?;
             Ok(Synced {
                 commits,
                 commits_omitted,
@@ -334,6 +394,7 @@ pub fn for_this_host(
 /// A new commit that changes nothing under this host's paths is recorded as
 /// deployed (its sparse tree checked out, `current` switched) without running the
 /// entrypoint. Returns the summary when that is the case.
+#[allow(clippy::too_many_arguments)]
 fn unchanged_here(
     cfg: &PassSettings,
     layout: &Layout,
@@ -342,6 +403,7 @@ fn unchanged_here(
     deployed: Option<ObjectId>,
     remote: ObjectId,
     reason: Reason,
+    signed_by: Option<&crate::verify::Signer>,
 ) -> Result<Option<String>> {
     // A missing path is reported by apply.
     if for_this_host(cfg, cache, deployed, remote, reason)? != ForThisHost::Unchanged {
@@ -362,6 +424,7 @@ fn unchanged_here(
         reason: Some(Reason::Unchanged),
         secrets,
         last_run_at: None,
+        signed_by: signed_by.cloned(),
     });
     st.failing = None;
     crate::state::save(&layout.state_file(), st)?;

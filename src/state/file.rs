@@ -36,6 +36,31 @@ pub struct Deployed {
     /// deployment); `None`: at `deployed_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_at: Option<DateTime<Utc>>,
+    /// Who signed it, when signature verification was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<crate::verify::Signer>,
+}
+
+/// The remote tip was refused because a commit it brings has no good signature
+/// by a trusted key. Checked again only when the tip or the trusted keys change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unverified {
+    /// The remote tip that was refused.
+    pub tip: String,
+    /// The commit whose signature was refused (the tip, or one before it).
+    pub commit: String,
+    pub subject: String,
+    /// `unsigned`, `unknown-key`, `bad-signature`, `key-expired`,
+    /// `key-not-yet-valid`, `key-revoked`, `wrong-namespace`, `weak-algorithm`,
+    /// `unsupported`, `malformed`, or `incomplete-history` (the commits between
+    /// the deployed commit and the tip could not all be read).
+    pub reason: String,
+    pub detail: String,
+    /// The key the signature names, when one could be named.
+    pub fingerprint: Option<String>,
+    /// The digest of the trusted keys that refused it.
+    pub keys_digest: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A commit failed its health check and running the previous commit's entrypoint
@@ -118,6 +143,9 @@ pub struct Attempt {
     pub pid_start_ticks: Option<u64>,
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// Who signed the commit, when signature verification was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<crate::verify::Signer>,
 }
 
 /// Facts about the last pass, whatever it did.
@@ -133,6 +161,9 @@ pub struct LastPass {
     /// What the metrics carry from pass to pass (see `metrics`).
     #[serde(default)]
     pub tally: PassTally,
+    /// Signature verification as this pass had it: `off`, or the mode and keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 /// Facts about passes that change with every pass, carried from one last-pass
@@ -211,6 +242,9 @@ pub struct State {
     pub last_pass: Option<LastPass>,
     #[serde(default)]
     pub remote: Option<RemoteTip>,
+    /// Set while the remote tip is refused for a commit's signature.
+    #[serde(default)]
+    pub unverified: Option<Unverified>,
     /// Set while the host is in an unknown state (a failed health rollback).
     #[serde(default)]
     pub unknown_state: Option<UnknownState>,
@@ -242,6 +276,7 @@ impl State {
             failing: None,
             last_pass: None,
             remote: None,
+            unverified: None,
             unknown_state: None,
             last_drift: None,
             deepened_for: None,
@@ -370,6 +405,7 @@ mod tests {
             reason: None,
             secrets: false,
             last_run_at: None,
+            signed_by: None,
         });
         s.mark_deployed(Deployed {
             commit: "b".into(),
@@ -379,6 +415,7 @@ mod tests {
             reason: None,
             secrets: false,
             last_run_at: None,
+            signed_by: None,
         });
         save(&path, &s).unwrap();
         let back = load(&path).unwrap().unwrap();

@@ -36,9 +36,6 @@
 //! expiry of a data signature itself. Certificates (`cert-authority`,
 //! `*-cert-v01` keys) and designated OpenPGP revokers are not supported.
 
-// Nothing in the pass calls this module yet; drop this when it is wired in.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub mod allowed_signers;
 pub mod commit;
 pub mod pgp;
@@ -52,13 +49,13 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use commit::committer_time;
 
 /// Which kind of signature a commit carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignatureKind {
     #[serde(rename = "ssh")]
     Ssh,
@@ -76,7 +73,7 @@ impl fmt::Display for SignatureKind {
 }
 
 /// Who signed a commit whose signature was accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signer {
     pub kind: SignatureKind,
     /// SSH: the principals of the allowed-signers lines that admit the key,
@@ -100,7 +97,7 @@ impl fmt::Display for Signer {
 }
 
 /// Why a commit's signature is not accepted. Serialised in kebab-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RefusalReason {
     /// No `gpgsig` header.
