@@ -88,6 +88,7 @@ const ENTRYPOINT_ENVIRONMENT: &[(&str, &str)] = &[
 
 const FILES: &[(&str, &str)] = &[
     ("/etc/gitops-run/config", "Configuration read by the shipped systemd units (KEY=VALUE lines with the GITOPS_* names); /etc/gitops-run/INSTANCE.conf for gitops-run@INSTANCE."),
+    ("/etc/gitops-run/allowed_signers, /etc/gitops-run/trusted-keys/", "Conventional places of the keys trusted to sign commits (--allowed-signers, --trusted-keys); read by every pass."),
     ("/etc/gitops-run/webhook-url, /etc/gitops-run/receiver-secret", "Loaded by the units as systemd credentials: the webhook URL, the push receiver's shared secret."),
     ("/var/lib/gitops-run/state.json", "State: deployed and attempted commits, failures, last pass, reboots, notifications, counters."),
     ("/var/lib/gitops-run/freeze.json", "The operator's freeze, or a rollback's pin; while it exists (or cannot be read) nothing is applied."),
@@ -298,7 +299,7 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
     }
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
-        "systemd.timer(5), journalctl(1), node_exporter(1). The documentation in /usr/share/doc/gitops-run: design, configuration, operations, reboots, notifications, metrics, health, secrets, receive, fleet.",
+        "systemd.timer(5), journalctl(1), node_exporter(1). The documentation in /usr/share/doc/gitops-run: design, configuration, operations, reboots, notifications, security, metrics, health, secrets, receive, fleet.",
     )]);
     roff.to_writer(w)?;
     man.render_version_section(w)?;
