@@ -15,7 +15,6 @@ use crate::decide::outcome::Label;
 use crate::decide::reboot::RequestStatus;
 use crate::decide::Classification;
 use crate::log::{debug, warn};
-use crate::pass::sync::Synced;
 use crate::state::freeze::{self, FreezeState};
 use crate::state::{AttemptResult, Behind, Deployed, LastPass, Layout, State};
 
@@ -140,14 +139,9 @@ pub fn count(loaded: Option<&State>, st: &mut State, label: Label) {
 /// Fill in the tally of `pass` (the record of the pass that just ended), carried
 /// over from `before` (the last pass's record): one more pass of its outcome, the
 /// time of the last pass that exited 0, and the commits pending between the
-/// deployed commit and the remote tip when this pass walked them (it does when it
-/// tried to apply the tip and failed).
-pub fn carry_over(
-    before: Option<&LastPass>,
-    pass: &mut LastPass,
-    st: &State,
-    synced: &Result<Synced>,
-) {
+/// deployed commit and the remote tip when this pass walked them (`walked`: it
+/// does when it tried to apply the tip and failed).
+pub fn carry_over(before: Option<&LastPass>, pass: &mut LastPass, st: &State, walked: Option<u64>) {
     let mut tally = before.map(|b| b.tally.clone()).unwrap_or_default();
     let n = tally
         .passes
@@ -157,15 +151,15 @@ pub fn carry_over(
     if pass.exit_code == 0 {
         tally.last_success_at = Some(ended_at(pass));
     }
-    let walked = matches!(
+    let tried = matches!(
         pass.outcome,
         Label::Failed | Label::Interrupted | Label::InvalidEntrypoint
     );
-    if let (true, Ok(s), Some(remote)) = (walked, synced, &pass.remote_commit) {
+    if let (true, Some(commits), Some(remote)) = (tried, walked, &pass.remote_commit) {
         tally.behind = Some(Behind {
             deployed: st.deployed.as_ref().map(|d| d.commit.clone()),
             remote: remote.clone(),
-            commits: (s.commits.len() + s.commits_omitted) as u64,
+            commits,
         });
     }
     pass.tally = tally;
@@ -896,9 +890,12 @@ mod tests {
     #[test]
     fn the_tally_counts_passes_and_carries_the_last_success() {
         let st = State::new("r", "main");
-        let none: Result<Synced> = Err(anyhow::anyhow!("fetch failed"));
         let mut first = pass(Label::UpToDate, 0);
-        carry_over(None, &mut first, &st, &none);
+        carry_over(None, &mut first, &st, Some(3));
+        assert_eq!(
+            first.tally.behind, None,
+            "an up-to-date pass walked nothing"
+        );
         assert_eq!(first.tally.passes.get("up-to-date"), Some(&1));
         assert_eq!(
             first.tally.last_success_at,
@@ -906,7 +903,7 @@ mod tests {
         );
         let mut second = pass(Label::Error, 3);
         second.started_at = t(2000);
-        carry_over(Some(&first), &mut second, &st, &none);
+        carry_over(Some(&first), &mut second, &st, None);
         assert_eq!(second.tally.passes.get("up-to-date"), Some(&1));
         assert_eq!(second.tally.passes.get("error"), Some(&1));
         assert_eq!(

@@ -102,7 +102,11 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let mut last_pass = record::last_pass(&synced, &out, started_at, elapsed);
     last_pass.verification = Some(verify::describe(cfg.verify.as_ref()));
     let before = state::latest_pass(Some(&st), &layout.lock());
-    crate::metrics::carry_over(before.as_ref(), &mut last_pass, &st, &synced);
+    let walked = synced
+        .as_ref()
+        .ok()
+        .map(|s| (s.commits.len() + s.commits_omitted) as u64);
+    crate::metrics::carry_over(before.as_ref(), &mut last_pass, &st, walked);
     st.last_pass = Some(last_pass.clone());
     crate::metrics::count(loaded.as_ref(), &mut st, out.label);
     // The outcome is on disk before anything slow or optional (notifications). A
