@@ -22,10 +22,14 @@ use crate::state::{AttemptResult, Behind, Deployed, LastPass, Layout, State};
 pub const DEFAULT_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 /// The file's mode: node_exporter runs as its own user and must read it.
 pub const FILE_MODE: u32 = 0o644;
-/// The label naming the instance of a template unit. Not `instance`: Prometheus
-/// sets that label on every scraped series (node_exporter's host:port) and would
-/// rename ours to `exported_instance`.
+/// The label naming the instance of a template unit in queries. Prometheus sets
+/// `instance` on every scraped series (node_exporter's host:port) and renames an
+/// `instance` label of the file to `exported_instance`, so this one is the label
+/// to query by.
 pub const INSTANCE_LABEL: &str = "gitops_instance";
+/// The instance is also written as `instance`, the name tools that read the file
+/// itself (and the `exported_instance` label in Prometheus) know it by.
+pub const PLAIN_INSTANCE_LABEL: &str = "instance";
 /// What `--metrics-file` takes to write no file.
 pub const OFF: &str = "off";
 
@@ -574,6 +578,7 @@ fn escape_value(v: &str) -> String {
 pub fn render(facts: &Facts<'_>, labels: &Labels<'_>) -> String {
     let mut common: Vec<(&str, &str)> = vec![("repo", labels.repo), ("branch", labels.branch)];
     if let Some(i) = labels.instance {
+        common.push((PLAIN_INSTANCE_LABEL, i));
         common.push((INSTANCE_LABEL, i));
     }
     let mut out = String::new();
@@ -1079,7 +1084,7 @@ mod tests {
             },
         );
         assert!(text.contains(
-            "gitops_run_frozen{repo=\"/srv/a \\\"b\\\"\\\\c\\nd\",branch=\"main\",gitops_instance=\"monitoring\"} 0\n"
+            "gitops_run_frozen{repo=\"/srv/a \\\"b\\\"\\\\c\\nd\",branch=\"main\",instance=\"monitoring\",gitops_instance=\"monitoring\"} 0\n"
         ), "{text}");
     }
 

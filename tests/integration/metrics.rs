@@ -543,6 +543,11 @@ fn off_writes_nothing_and_a_missing_directory_only_warns() {
         m.value("gitops_run_frozen", &[("gitops_instance", "web")]),
         Some(0.0)
     );
+    assert_eq!(
+        m.value("gitops_run_frozen", &[("instance", "web")]),
+        Some(0.0),
+        "the file names the instance as `instance` too"
+    );
     let out = m.pass(&["--instance", "../etc"]);
     out.assert_code(2);
 }
