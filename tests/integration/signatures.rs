@@ -1263,6 +1263,36 @@ fn after_a_shallow_first_deployment_a_merged_old_branch_is_verified_by_its_new_c
     assert_signed_by(&h.state, &merge, "ssh", ALICE, &alice.fingerprint);
 }
 
+/// The same after a second, linear deployment: the deployed commit is no
+/// longer the shallow boundary, but the merged branch still forked below it.
+#[test]
+fn after_a_shallow_first_and_a_linear_deployment_a_merged_old_branch_is_verified_by_its_new_commits_only(
+) {
+    let keys = Keys::new();
+    let alice = keys.ssh("alice", "ed25519");
+    let signers = keys.allowed_signers(&[alice.line(ALICE, "")]);
+    let (mut h, _, root) = shallow_host(&keys, &alice);
+    let linear = change(&mut h, "signed 4");
+    h.pass(&["--allowed-signers", arg(&signers)]).assert_code(0);
+    h.state.assert_deployed(&linear);
+    assert!(
+        h.state.path().join("cache.git").join("shallow").is_file(),
+        "a linear deployment keeps the cache shallow"
+    );
+
+    let (merge, _) = merge_feature(&mut h, &alice, &["feature 1", "feature 2"]);
+    let out = h.pass(&["--allowed-signers", arg(&signers)]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the merge brings three signed commits; the unsigned root {} is an ancestor of the \
+         deployed {} and was never to be verified again:\n{out}",
+        short(&root),
+        short(&linear)
+    );
+    h.state.assert_deployed(&merge);
+}
+
 #[test]
 fn after_a_shallow_first_deployment_an_unsigned_commit_of_a_merged_old_branch_is_refused() {
     let keys = Keys::new();
