@@ -1293,6 +1293,42 @@ fn after_a_shallow_first_and_a_linear_deployment_a_merged_old_branch_is_verified
     h.state.assert_deployed(&merge);
 }
 
+/// The deployment's notification lists what the merge brings, not the
+/// deployed commit's ancestors that the walk below the shallow boundary meets.
+#[test]
+fn after_a_shallow_first_deployment_the_notification_of_a_merge_lists_only_its_new_commits() {
+    let keys = Keys::new();
+    let alice = keys.ssh("alice", "ed25519");
+    let signers = keys.allowed_signers(&[alice.line(ALICE, "")]);
+    let (mut h, _, _) = shallow_host(&keys, &alice);
+    let (merge, ids) = merge_feature(&mut h, &alice, &["feature 1", "feature 2"]);
+    let rx = Receiver::start(vec![]);
+    let url = rx.url("/hook");
+    h.pass(&[
+        "--allowed-signers",
+        arg(&signers),
+        "--webhook-url",
+        &url,
+        "--webhook-format",
+        "json",
+    ])
+    .assert_code(0);
+    let sent = rx.wait_for(1, WEBHOOK_WAIT);
+    let v = sent[0].json();
+    let listed: Vec<&str> = v["commits"]
+        .as_array()
+        .expect("commits")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        [merge.as_str(), ids[1].as_str(), ids[0].as_str()],
+        "{v:#}"
+    );
+    assert_eq!(v["commits_omitted"], 0, "{v:#}");
+}
+
 #[test]
 fn after_a_shallow_first_deployment_an_unsigned_commit_of_a_merged_old_branch_is_refused() {
     let keys = Keys::new();
