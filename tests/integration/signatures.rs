@@ -6,11 +6,13 @@
 //! refusal changes nothing on the host.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -50,8 +52,13 @@ fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// Runs `cmd` to completion with `input` on stdin and returns its stdout;
-/// fails the test, with the command's stderr, when it does not succeed.
+/// How long a key tool (ssh-keygen, gpg, git with input) may take before the
+/// test fails instead of hanging.
+const TOOL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` with `input` on stdin and returns its stdout; fails the test,
+/// with the command's stderr, when it does not succeed or outlives
+/// [`TOOL_DEADLINE`] (then it is killed).
 #[track_caller]
 fn exec(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
     cmd.stdin(Stdio::piped())
@@ -62,20 +69,57 @@ fn exec(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|err| panic!("failed to start {cmd:?}: {err}"));
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let data = input.to_vec();
-    let writer = std::thread::spawn(move || {
+    thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|err| panic!("failed to wait for {cmd:?}: {err}"));
-    let _ = writer.join();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        let (sender, receiver) = mpsc::channel();
+        if let Some(mut pipe) = pipe {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                let _ = sender.send(bytes);
+            });
+        }
+        receiver
+    };
+    let stdout = collect(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    out.stdout
+    let stderr = collect(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + TOOL_DEADLINE;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{cmd:?} did not end within {TOOL_DEADLINE:?}; killed it");
+            }
+        }
+    };
+    let read = |receiver: mpsc::Receiver<Vec<u8>>, name: &str| {
+        receiver
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("{cmd:?} ended, but a process it left holds its {name}"))
+    };
+    let out = read(stdout, "stdout");
+    let err = read(stderr, "stderr");
+    assert!(
+        status.success(),
+        "{cmd:?} failed ({status}):\n{}",
+        String::from_utf8_lossy(&err)
+    );
+    out
 }
 
 /// `git ARGS` in `dir` (isolated like every git the harness runs) with `input`
