@@ -64,7 +64,8 @@ impl Cache {
     /// Every commit reachable from `to` and not from `from` (all parents of merges
     /// followed), newest first: what deploying `to` over `from` brings. An error
     /// when the history in the cache cannot say (a missing commit, a shallow
-    /// boundary inside the range), never a shorter list.
+    /// boundary inside the range, a root commit reached in a shallow history),
+    /// never a shorter or a longer list.
     pub fn range(&self, from: Option<ObjectId>, to: ObjectId) -> Result<Vec<ObjectId>> {
         let walk = self
             .repo
@@ -93,6 +94,18 @@ impl Cache {
                     info.id,
                     from.map(|f| f.to_string())
                         .unwrap_or_else(|| "the root".into())
+                );
+            }
+            // Hiding `from` stops at the shallow boundary too, so a merged branch
+            // that forked below it leads the walk into `from`'s own ancestors and
+            // on to a root commit: in a shallow history, a root means the walk
+            // cannot tell old commits from new ones.
+            if !shallow.is_empty() && info.parent_ids.is_empty() {
+                anyhow::bail!(
+                    "the history in the cache is shallow and the walk up to {to} reached the root commit {}: it cannot tell which commits {} already has",
+                    info.id,
+                    from.map(|f| f.to_string())
+                        .unwrap_or_else(|| "the deployed commit".into())
                 );
             }
             out.push(info.id);

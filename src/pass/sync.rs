@@ -261,30 +261,34 @@ fn sync_with(
             ))
         }
         Plan::Apply(reason) => {
-            let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
-            let signer = match keys {
+            let verdict = match keys {
                 None => None,
-                Some(k) => match verify::check(cfg, k, cache, deployed, remote, now)? {
-                    verify::Verdict::Signed(s) => {
-                        info!("{} carries a good {s}", short(&remote_hex));
-                        st.unverified = None;
-                        Some(s)
-                    }
-                    verify::Verdict::Refused(u) => {
-                        let line = verify::refusal_line(&u, false);
-                        let ended = Ended::Unverified {
-                            tip: u.tip.clone(),
-                            commit: u.commit.clone(),
-                            reason: u.reason.clone(),
-                        };
-                        st.unverified = Some(u);
-                        return Ok(Synced {
-                            commits,
-                            commits_omitted,
-                            ..synced(ended, line)
-                        });
-                    }
-                },
+                Some(k) => Some(verify::check(cfg, k, cache, deployed, remote, now)?),
+            };
+            // After the check, which may have fetched the history a shallow cache
+            // lacked to tell the new commits from the deployed commit's ancestors.
+            let (commits, commits_omitted) = cache.commits_between(deployed, remote, MAX_SUBJECTS);
+            let signer = match verdict {
+                None => None,
+                Some(verify::Verdict::Signed(s)) => {
+                    info!("{} carries a good {s}", short(&remote_hex));
+                    st.unverified = None;
+                    Some(s)
+                }
+                Some(verify::Verdict::Refused(u)) => {
+                    let line = verify::refusal_line(&u, false);
+                    let ended = Ended::Unverified {
+                        tip: u.tip.clone(),
+                        commit: u.commit.clone(),
+                        reason: u.reason.clone(),
+                    };
+                    st.unverified = Some(u);
+                    return Ok(Synced {
+                        commits,
+                        commits_omitted,
+                        ..synced(ended, line)
+                    });
+                }
             };
             if let Some(seen) =
                 unchanged_here(cfg, layout, st, cache, deployed, remote, reason, signer.as_ref())?

@@ -20,6 +20,9 @@ pub const INCOMPLETE_HISTORY: &str = "incomplete-history";
 /// The trusted keys of a pass, loaded from the configured files.
 pub struct Keys {
     pub trusted: TrustedKeys,
+    /// The key set's digest and the mode: what a refusal is recorded against, so
+    /// that it stands until either changes (a tip refused under `all` for a commit
+    /// before it may be deployable under `tip`).
     pub digest: String,
     pub mode: VerifyMode,
 }
@@ -32,7 +35,7 @@ pub fn load(settings: &VerifySettings) -> Result<Keys> {
         settings.trusted_keys.as_deref(),
     )
     .class(Exit::Usage)?;
-    let digest = trusted.digest();
+    let digest = format!("{}-{}", trusted.digest(), settings.mode.as_str());
     let (ssh, pgp) = trusted.counts();
     debug!(
         "signature verification ({}): {ssh} SSH key line(s), {pgp} OpenPGP key(s), key set {}",
@@ -111,7 +114,7 @@ pub fn check(
             at: now,
         })
     };
-    let commits = match (keys.mode, deployed) {
+    let mut commits = match (keys.mode, deployed) {
         (VerifyMode::Tip, _) => vec![tip],
         (VerifyMode::All, None) => {
             info!(
@@ -145,6 +148,12 @@ pub fn check(
             }
         },
     };
+    // A branch reset back to an ancestor of the deployed commit (deployed with
+    // --allow-rewrite) brings no new commit, but the tip it deploys must still
+    // carry a good signature.
+    if !commits.contains(&tip) {
+        commits.insert(0, tip);
+    }
     debug!(
         "verifying the signatures of {} commit(s) up to {}",
         commits.len(),
@@ -171,8 +180,8 @@ pub fn check(
     }
     match tip_signer {
         Some(s) => Ok(Verdict::Signed(s)),
-        // The walk always yields the tip unless the tip is the deployed commit,
-        // which is never checked here; say so rather than deploy unverified.
+        // Not reached: the tip is always in the list (see above). Should that
+        // change, refuse rather than deploy unverified.
         None => Ok(refuse(
             tip,
             INCOMPLETE_HISTORY,

@@ -58,7 +58,8 @@ pub struct Unverified {
     pub detail: String,
     /// The key the signature names, when one could be named.
     pub fingerprint: Option<String>,
-    /// The digest of the trusted keys that refused it.
+    /// The digest of the trusted keys that refused it, and the `--verify` mode
+    /// (`<sha256 hex>-all` or `-tip`).
     pub keys_digest: String,
     pub at: DateTime<Utc>,
 }

@@ -34,4 +34,5 @@ mod receive;
 mod receiver_selftest;
 mod regressions;
 mod secrets;
+mod signatures;
 mod systemd_units;
