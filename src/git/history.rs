@@ -128,41 +128,29 @@ impl Cache {
     }
 
     /// Commits reachable from `to` but not from `from`, newest first: at most `max`
-    /// of them with their subjects, and how many more there are (counted up to a bound).
-    /// A history too shallow to walk yields just `to`.
+    /// of them with their subjects, and how many more there are. A history that
+    /// cannot tell which commits are new (a shallow cache: see [`Cache::range`])
+    /// yields just `to`, rather than old commits listed as new.
     pub fn commits_between(
         &self,
         from: Option<ObjectId>,
         to: ObjectId,
         max: usize,
     ) -> (Vec<CommitLine>, usize) {
-        const COUNT_LIMIT: usize = 10_000;
         let line = |id: ObjectId| CommitLine {
             id: id.to_string(),
             subject: self.commit_info(id).map(|i| i.subject).unwrap_or_default(),
         };
-        let walk = self
-            .repo
-            .rev_walk([to])
-            .with_hidden(from.filter(|f| self.has_commit(f)))
-            .all();
-        let Ok(walk) = walk else {
-            return (vec![line(to)], 0);
-        };
-        let mut lines = Vec::new();
-        let mut more = 0;
-        for info in walk.take(COUNT_LIMIT) {
-            let Ok(info) = info else { break };
-            if lines.len() < max {
-                lines.push(line(info.id));
-            } else {
-                more += 1;
+        let ids = match self.range(from, to) {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => vec![to],
+            Err(e) => {
+                debug!("listing only {to} as new: {e:#}");
+                vec![to]
             }
-        }
-        if lines.is_empty() {
-            lines.push(line(to));
-        }
-        (lines, more)
+        };
+        let more = ids.len().saturating_sub(max);
+        (ids.into_iter().take(max).map(line).collect(), more)
     }
 
     pub fn commit_info(&self, id: ObjectId) -> Result<CommitInfo> {
