@@ -430,12 +430,13 @@ pub const METRICS: &[Metric] = &[
     },
     Metric {
         name: "gitops_run_next_retry_timestamp_seconds",
-        help: "When the failing commit is tried again (present while one fails).",
+        help: "When the failing commit is tried again (present while one waits for its backoff).",
         kind: Type::Gauge,
         samples: |f| {
             maybe(
                 f.state
                     .and_then(|s| s.failing.as_ref())
+                    .filter(|x| !x.unhealthy)
                     .map(|x| secs(&x.next_retry_at)),
             )
         },
@@ -890,6 +891,43 @@ mod tests {
             (st.counters.failed_attempts, st.counters.health_rollbacks),
             (1, 0)
         );
+    }
+
+    #[test]
+    fn a_rolled_back_unhealthy_commit_announces_no_retry_time() {
+        let mut st = State::new("r", "main");
+        st.failing = Some(Failing {
+            commit: "b".repeat(40),
+            consecutive: 1,
+            next_retry_at: t(300),
+            unhealthy: true,
+        });
+        let text = |st: &State| {
+            render(
+                &Facts {
+                    state: Some(st),
+                    last_pass: None,
+                    freeze: &FreezeState::Thawed,
+                    now: t(0),
+                },
+                &Labels {
+                    repo: "r",
+                    branch: "main",
+                    instance: None,
+                },
+            )
+        };
+        let unhealthy = text(&st);
+        assert!(
+            unhealthy.contains("gitops_run_failing_consecutive{"),
+            "{unhealthy}"
+        );
+        assert!(
+            !unhealthy.contains("gitops_run_next_retry_timestamp_seconds{"),
+            "{unhealthy}"
+        );
+        st.failing.as_mut().unwrap().unhealthy = false;
+        assert!(text(&st).contains("gitops_run_next_retry_timestamp_seconds{"));
     }
 
     #[test]

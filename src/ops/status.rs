@@ -212,7 +212,9 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
     doc.reboots_done = st.reboot.done.clone();
     if let Some(f) = &st.failing {
         doc.consecutive_failures = f.consecutive;
-        doc.next_retry_at = Some(f.next_retry_at);
+        // An unhealthy commit (rolled back) is not retried on a backoff: only a
+        // newer commit or `--once` tries it again.
+        doc.next_retry_at = (!f.unhealthy).then_some(f.next_retry_at);
     }
     doc
 }
@@ -347,10 +349,13 @@ pub fn render_text(doc: &StatusDoc) -> String {
         }
     }
     if doc.consecutive_failures > 0 {
+        let next = match doc.next_retry_at {
+            Some(t) => format!("next retry at {}", utc(&t)),
+            None => "not retried until a newer commit or `gitops-run --once`".into(),
+        };
         out.push(format!(
-            "failures:      {} in a row; next retry at {}",
-            doc.consecutive_failures,
-            doc.next_retry_at.map(|t| utc(&t)).unwrap_or_default()
+            "failures:      {} in a row; {next}",
+            doc.consecutive_failures
         ));
     }
     if let Some(r) = &doc.reboot {

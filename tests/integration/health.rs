@@ -317,6 +317,13 @@ fn an_unhealthy_commit_is_rolled_back_and_waits_for_once_or_a_newer_commit() {
     let status = h.state.status_json();
     assert_eq!(status["consecutive_failures"], 2, "{status:#}");
     assert_eq!(status["last_attempt"]["reason"], "retry", "{status:#}");
+    // No retry is announced that no pass would make.
+    assert!(status["next_retry_at"].is_null(), "{status:#}");
+    let text = h.state.status_text().stdout;
+    assert!(
+        text.contains("not retried until a newer commit") && !text.contains("next retry at"),
+        "{text}"
+    );
 
     // A newer commit is tried at once.
     let c = h.origin.commit(&[("run.sh", SERVE)], "fix the service");
