@@ -7,6 +7,10 @@
 #   a. the timer's first pass deploys the branch head;
 #   b. a commit pushed later is deployed;
 #   c. a failing entrypoint marks gitops-run.service failed, a fix recovers it;
+#   journal (issue 16): `journalctl -o json` shows each pass's summary with GITOPS_OUTCOME
+#      and GITOPS_COMMIT, and the entrypoint's lines with GITOPS_STREAM;
+#   freeze (issue 13): after `gitops-run freeze`, timer passes fetch a pushed commit but
+#      do not apply it; after `gitops-run unfreeze` the next pass does;
 #   d. a `reboot-at` request reboots the container exactly once, and later
 #      passes never again (the container shares the host's kernel and so its
 #      boot time: only the record in state.json prevents a loop).
@@ -35,6 +39,7 @@ applied=/var/lib/e2e-applied    # written by the test repository's run.sh
 REBOOT_SECS=120
 AFTER_REBOOT_PASSES=3
 AFTER_REBOOT_SECS=120
+FROZEN_PASSES=3                 # timer passes watched while frozen
 
 # The entrypoint of most commits: says what it applies and records it.
 apply_ok='echo "e2e: applying $GITOPS_COMMIT ($GITOPS_REASON)"
@@ -48,6 +53,13 @@ write_config() {
 }
 
 applied_has() { inside grep -qx "$1 $2" "$applied"; }
+
+# journal_json [UNIT]: the unit's journal, all boots, one JSON object a line.
+journal_json() { inside journalctl -u "${1:-gitops-run.service}" --no-pager -o json; }
+# journal_any CONDITION [jq options]: some entry of gitops-run.service's
+# journal meets the jq CONDITION. (Not `jq -e 'select(...)'`: its exit status
+# is that of the last entry alone.)
+journal_any() { local cond=$1; shift; journal_json | jq -n -e "$@" "any(inputs; $cond)" >/dev/null; }
 
 # Waits until N more passes have ended (each a new last_pass.started_at),
 # calling CHECK after each one seen: wait_passes N SECS WHAT CHECK.
@@ -180,6 +192,85 @@ exit 1')
     ok "c. the fix ${c4:0:12} recovered the unit ($unit_now, no failures recorded)"
 }
 
+# ---------------------------------------------------------------- journald fields
+case_journal_fields() {
+    begin journal-fields
+    local json summaries lines commit outcome want
+    json=$(journal_json)
+    # The summary line of each pass: GITOPS_OUTCOME, and GITOPS_COMMIT naming
+    # the remote tip the pass was about; from gitops-run, in its unit.
+    summaries=$(jq -r 'select(.GITOPS_OUTCOME != null)
+        | [.GITOPS_OUTCOME, (.GITOPS_COMMIT // "-"), .SYSLOG_IDENTIFIER, ._SYSTEMD_UNIT, .PRIORITY] | join(" ")' <<<"$json")
+    [ -n "$summaries" ] || fail "no entry of gitops-run.service carries GITOPS_OUTCOME (journalctl -o json)"
+    for want in "applied $c1 gitops-run gitops-run.service" "applied $c2 gitops-run gitops-run.service" \
+                "failed $c3 gitops-run gitops-run.service" "applied $c4 gitops-run gitops-run.service"; do
+        grep -q "^$want " <<<"$summaries" \
+            || fail "no pass summary with GITOPS_OUTCOME/GITOPS_COMMIT/SYSLOG_IDENTIFIER/_SYSTEMD_UNIT '$want'; the summaries are:
+$summaries"
+    done
+    # A pass that did not succeed warns (4); others are notices (5).
+    grep -q "^failed $c3 .* 4$" <<<"$summaries" || fail "the failed pass's summary is not at priority 4 (warning): $(grep "^failed $c3 " <<<"$summaries")"
+    grep -q "^applied $c4 .* 5$" <<<"$summaries" || fail "the applied pass's summary is not at priority 5 (notice): $(grep "^applied $c4 " <<<"$summaries")"
+    # The newest summary names the deployed commit.
+    read -r outcome commit _ < <(tail -n 1 <<<"$summaries")
+    [ "$commit" = "$(status_field .deployed.commit)" ] \
+        || fail "the newest summary ($outcome $commit) does not name the deployed commit $(status_field .deployed.commit)"
+    # The entrypoint's lines: GITOPS_STREAM=entrypoint, GITOPS_COMMIT of the
+    # commit whose entrypoint wrote them, priority 6, MESSAGE as written.
+    lines=$(jq -r 'select(.GITOPS_STREAM == "entrypoint")
+        | [.GITOPS_COMMIT, .PRIORITY, .MESSAGE] | join(" ")' <<<"$json")
+    for want in "$c1 6 e2e: applying $c1 (initial)" "$c2 6 e2e: applying $c2 (new)" \
+                "$c3 6 e2e: deliberate failure of $c3" "$c4 6 e2e: applying $c4 (new)"; do
+        grep -qxF -- "$want" <<<"$lines" \
+            || fail "no entrypoint line '$want' with GITOPS_STREAM=entrypoint; the entrypoint lines are:
+$lines"
+    done
+    # gitops-run's own lines are not marked as the entrypoint's.
+    if jq -n -e 'any(inputs; .GITOPS_OUTCOME != null and .GITOPS_STREAM != null)' <<<"$json" >/dev/null; then
+        fail "a pass summary carries GITOPS_STREAM"
+    fi
+    ok "journal: $(wc -l <<<"$summaries") pass summaries carry GITOPS_OUTCOME and GITOPS_COMMIT (newest: $outcome ${commit:0:12}, deployed), entrypoint lines GITOPS_STREAM=entrypoint with their commit"
+}
+
+# ---------------------------------------------------------------- freeze
+case_freeze() {
+    begin freeze
+    local reason="e2e: database migration, hold deployments" cz frozen_json out
+    out=$(inside gitops-run freeze --reason "$reason" 2>&1) || fail "gitops-run freeze failed: $out"
+    [ "$(status_field .frozen.reason)" = "$reason" ] || fail "status --json .frozen.reason is '$(status_field .frozen.reason)' after freeze"
+    [ "$(status_field .frozen.kind)" = operator ] || fail "status --json .frozen.kind is '$(status_field .frozen.kind)', not operator"
+    inside gitops-run status | grep -qF "$reason" || fail "gitops-run status does not show the freeze's reason"
+    cz=$(commit "pushed while frozen" "$apply_ok")
+    # Count only passes that start from here: each sees the freeze and the commit.
+    wait_until 30 "gitops-run.service is no longer running" unit_settled
+    pass_seen=$(status_field .last_pass.started_at)
+    frozen_pass() {
+        local o
+        o=$(status_field .last_pass.outcome)
+        say "pass $passes while frozen: outcome $o, remote $(status_field .remote_commit | cut -c1-12), deployed $(status_field .deployed.commit | cut -c1-12)"
+        [ "$o" = frozen ] || fail "a timer pass of the frozen host ended '$o', not frozen"
+        deployed_is "$c4" || fail "the frozen host deployed $(status_field .deployed.commit)"
+    }
+    wait_passes "$FROZEN_PASSES" $(( FROZEN_PASSES * 20 )) "$FROZEN_PASSES timer passes of the frozen host" frozen_pass
+    # The passes fetched the commit, and applied nothing.
+    [ "$(status_field .remote_commit)" = "$cz" ] || fail "the frozen host did not fetch ${cz:0:12}: remote_commit is $(status_field .remote_commit)"
+    if inside grep -q "^$cz " "$applied"; then fail "the entrypoint of ${cz:0:12} ran on the frozen host"; fi
+    frozen_json=$(journal_json | jq -r --arg c "$cz" 'select(.GITOPS_OUTCOME == "frozen" and .GITOPS_COMMIT == $c) | .MESSAGE')
+    [ "$(grep -c . <<<"$frozen_json")" -ge "$FROZEN_PASSES" ] \
+        || fail "the journal has $(grep -c . <<<"$frozen_json") summaries with GITOPS_OUTCOME=frozen for ${cz:0:12}, not $FROZEN_PASSES"
+    grep -qF "not applied" <<<"$frozen_json" || fail "the frozen passes' summaries do not say the commit was not applied: $frozen_json"
+    journal_has "by root: $reason" || fail "the passes' journal does not say who froze the host and why ('by root: $reason')"
+    ok "freeze: $FROZEN_PASSES timer passes fetched ${cz:0:12} and did not apply it (outcome frozen, reason and who in the journal)"
+
+    begin unfreeze
+    out=$(inside gitops-run unfreeze 2>&1) || fail "gitops-run unfreeze failed: $out"
+    [ -z "$(status_field .frozen)" ] || fail "status still shows a freeze after unfreeze: $(status_field .frozen)"
+    wait_until "$PASS_SECS" "the next timer pass deploys ${cz:0:12} after unfreeze" deployed_is "$cz"
+    applied_has "$cz" new || fail "$applied lacks '$cz new'"
+    ok "unfreeze: the next timer pass deployed ${cz:0:12} (reason new)"
+    c_last=$cz
+}
+
 # ---------------------------------------------------------------- d. reboot once
 case_reboot() {
     begin reboot
@@ -240,6 +331,8 @@ setup
 case_first_pass
 case_new_commit
 case_failure_and_fix
+case_journal_fields
+case_freeze
 case_reboot
 
 step=cleanup
