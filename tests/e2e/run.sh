@@ -11,13 +11,19 @@
 #      and GITOPS_COMMIT, and the entrypoint's lines with GITOPS_STREAM;
 #   freeze (issue 13): after `gitops-run freeze`, timer passes fetch a pushed commit but
 #      do not apply it; after `gitops-run unfreeze` the next pass does;
+#   health (issue 14): a commit whose health check fails (its run.sh breaks a small
+#      socket-activated service) is rolled back by the timer's pass, and the
+#      previous service answers again;
+#   reconcile (issue 14): with GITOPS_RECONCILE_EVERY, a file run.sh manages, changed by
+#      hand, is put back and reported as drift;
 #   d. a `reboot-at` request reboots the container exactly once, and later
 #      passes never again (the container shares the host's kernel and so its
 #      boot time: only the record in state.json prevents a loop).
 # One container boot serves every case up to d; each case is a function
 # (case_*), called in order at the end of this file: a new case is a new
 # function that starts from the state the one before it leaves (a deployed
-# commit, the timer running) and leaves the same.
+# commit, the timer running) and leaves the same. A check that fails without
+# spoiling what follows uses fail_soft: the run goes on, and fails at its end.
 #
 # Run as root: bash tests/e2e/run.sh (or `just e2e`). Needs the network only
 # for apt and the first debootstrap; the rootfs is cached in
@@ -46,7 +52,12 @@ apply_ok='echo "e2e: applying $GITOPS_COMMIT ($GITOPS_REASON)"
 printf "%s %s\n" "$GITOPS_COMMIT" "$GITOPS_REASON" >> '"$applied"
 
 # The config file's lines (after GITOPS_REPO); write_config writes them all.
-config=()
+config=(
+    # Health checks: quick tries, so that a failing one is rolled back fast.
+    GITOPS_HEALTHCHECK_RETRIES=2
+    GITOPS_HEALTHCHECK_INTERVAL=1s
+    GITOPS_HEALTHCHECK_TIMEOUT=20s
+)
 write_config() {
     { echo "# written by tests/e2e/run.sh"; echo "GITOPS_REPO=$repo_url"; printf '%s\n' "${config[@]}" "$@"; } \
         | put_inside /etc/gitops-run/config 0600
@@ -271,6 +282,137 @@ case_freeze() {
     c_last=$cz
 }
 
+# ---------------------------------------------------------------- health check and rollback
+# A small service, socket-activated (no package beyond the base system): each
+# connection to 127.0.0.1:$web_port gets the content of /etc/e2e-web/version,
+# which run.sh sets to the commit it deploys. The health check asks it.
+web_port=
+web_answer() { inside timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$web_port && cat <&3" 2>/dev/null; }
+web_answers() { [ "$(web_answer)" = "$1" ]; }
+
+# web_files EXEC: the service's files in the clone, the instance running EXEC.
+web_files() {
+    mkdir -p "$run/clone/web"
+    cat > "$run/clone/web/e2e-web.socket" <<EOF
+[Unit]
+Description=e2e: the deployed commit, on 127.0.0.1:$web_port
+[Socket]
+ListenStream=127.0.0.1:$web_port
+Accept=yes
+EOF
+    cat > "$run/clone/web/e2e-web@.service" <<EOF
+[Unit]
+Description=e2e: tell a client the deployed commit
+[Service]
+ExecStart=$1 /etc/e2e-web/version
+StandardInput=socket
+StandardOutput=socket
+EOF
+    printf 'managed by gitops-run: %s\n' "this file is restored by a reconcile" > "$run/clone/web/motd"
+    cat > "$run/clone/healthcheck" <<EOF
+#!/bin/bash
+# healthcheck: does e2e-web answer on 127.0.0.1 with this commit?
+set -u
+served=\$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$web_port && cat <&3' 2>&1) || served="(no answer: \$served)"
+if [ "\$served" != "\$GITOPS_COMMIT" ]; then
+    echo "e2e-web answers '\$served', expected \$GITOPS_COMMIT (try \$GITOPS_HEALTHCHECK_ATTEMPT)"
+    exit 1
+fi
+echo "e2e-web answers \$served"
+EOF
+    chmod 755 "$run/clone/healthcheck"
+}
+# run.sh of the web commits: converges, reports drift of the managed file.
+apply_web="$apply_ok"'
+drift() { printf "%s\n" "$*" >> "$GITOPS_DRIFT_FILE"; }
+mkdir -p /etc/e2e-web
+if ! cmp -s web/motd /etc/e2e-web/motd; then
+    drift "restored /etc/e2e-web/motd"
+    install -m 0644 web/motd /etc/e2e-web/motd
+fi
+printf "%s\n" "$GITOPS_COMMIT" > /etc/e2e-web/version
+install -m 0644 web/e2e-web.socket web/e2e-web@.service /etc/systemd/system/
+systemctl daemon-reload
+systemctl restart e2e-web.socket'
+
+case_health_rollback() {
+    begin health-good
+    web_port=$(free_port)
+    web_files /bin/cat
+    cg=$(commit "web service" "$apply_web")
+    wait_until "$PASS_SECS" "the timer deploys ${cg:0:12} (web service, health check passes)" deployed_is "$cg"
+    web_answers "$cg" || fail "e2e-web answers '$(web_answer)', not ${cg:0:12}"
+    journal_has "e2e-web answers $cg" || fail "the journal lacks the passing health check's output"
+    ok "health: ${cg:0:12} deployed, its health check passed, e2e-web answers ${cg:0:12}"
+
+    begin health-rollback
+    # The next commit's service does not start: its program does not exist.
+    web_files /usr/local/bin/e2e-web-v2
+    cb=$(commit "web service v2 (broken)" "$apply_web")
+    unhealthy() {
+        [ "$(status_field '.last_attempt.commit + " " + .last_attempt.result')" = "$cb unhealthy" ]
+    }
+    wait_until "$PASS_SECS" "the timer tries ${cb:0:12}, finds it unhealthy and rolls back (status last_attempt)" unhealthy
+    wait_until 30 "gitops-run.service is no longer running" unit_settled
+    deployed_is "$cg" || fail "after the rollback, deployed is $(status_field .deployed.commit), not ${cg:0:12}"
+    [ "$(inside readlink -f "$state_dir/current")" = "$state_dir/trees/$cg" ] \
+        || fail "current points at $(inside readlink -f "$state_dir/current"), not ${cg:0:12}'s tree"
+    # The pass that rolled back (later passes may have run since).
+    journal_any '.GITOPS_OUTCOME == "unhealthy" and .GITOPS_COMMIT == $c' --arg c "$cb" \
+        || fail "no pass summary with GITOPS_OUTCOME=unhealthy for ${cb:0:12} in the journal"
+    [ -z "$(status_field .unknown_state)" ] || fail "the rollback left an unknown state: $(status_field .unknown_state)"
+    web_answers "$cg" || fail "after the rollback e2e-web answers '$(web_answer)', not ${cg:0:12}"
+    applied_has "$cb" new || fail "the entrypoint of ${cb:0:12} did not run (no '$cb new' in $applied)"
+    applied_has "$cg" health-rollback || fail "the rollback did not run ${cg:0:12}'s entrypoint again (no '$cg health-rollback' in $applied)"
+    journal_has "expected $cb (try 2)" || fail "the journal lacks the failing health check's output"
+    # This pass, and every later one while the commit is the tip, exits 5.
+    [ "$(inside systemctl show -p ExecMainStatus --value gitops-run.service)" = 5 ] \
+        || fail "gitops-run.service exited $(inside systemctl show -p ExecMainStatus --value gitops-run.service), not 5"
+    [ "$(inside systemctl is-failed gitops-run.service)" = failed ] || fail "gitops-run.service is not failed after an unhealthy commit (exit 5)"
+    ok "health: ${cb:0:12} failed its health check; the timer's pass rolled back to ${cg:0:12}, which answers again (exit 5, unit failed)"
+    # An unhealthy commit that was rolled back is not retried on the backoff
+    # (docs/health.md), so status must not announce a retry time
+    # (configuration.md: next_retry_at is "when a plain pass retries the
+    # failing commit"). Checked last, and without stopping the run.
+    local retry
+    retry=$(status_field .next_retry_at)
+    [ -z "$retry" ] || fail_soft "status --json shows next_retry_at $retry for ${cb:0:12}, which no plain pass retries (unhealthy, rolled back); gitops-run status says: $(inside gitops-run status | grep -F 'next retry' || true)"
+}
+
+# ---------------------------------------------------------------- reconcile
+case_reconcile() {
+    begin reconcile
+    # A reconcile runs only when the tip is the deployed commit: revert the
+    # broken commit with a new one (as an operator would), deployed normally.
+    web_files /bin/cat
+    cr=$(commit "web service v3 (revert)" "$apply_web")
+    wait_until "$PASS_SECS" "the timer deploys the revert ${cr:0:12}" deployed_is "$cr"
+    web_answers "$cr" || fail "e2e-web answers '$(web_answer)', not ${cr:0:12}"
+    local drift_before
+    drift_before=$(status_field .drift_corrections)
+    write_config GITOPS_RECONCILE_EVERY=1s
+    inside sh -c 'echo "changed by hand" > /etc/e2e-web/motd'
+    restored() { inside cmp -s /etc/e2e-web/motd "$state_dir/trees/$cr/web/motd"; }
+    wait_until "$PASS_SECS" "a reconcile pass restores /etc/e2e-web/motd" restored
+    drift_reported() { [ "$(status_field .drift_corrections)" -gt "${drift_before:-0}" ]; }
+    wait_until 20 "status counts the drift corrected" drift_reported
+    [ "$(status_field .last_drift.commit)" = "$cr" ] || fail "last_drift.commit is $(status_field .last_drift.commit), not ${cr:0:12}"
+    status_field '.last_drift.lines | join("\n")' | grep -qxF "restored /etc/e2e-web/motd" \
+        || fail "last_drift.lines lack 'restored /etc/e2e-web/motd': $(status_field .last_drift.lines)"
+    applied_has "$cr" reconcile || fail "no reconcile run of ${cr:0:12} in $applied"
+    journal_any '.GITOPS_OUTCOME == "reconciled" and .GITOPS_COMMIT == $c' --arg c "$cr" \
+        || fail "no pass summary with GITOPS_OUTCOME=reconciled for ${cr:0:12} in the journal"
+    journal_has "corrected 1 drift(s): restored /etc/e2e-web/motd" || fail "the pass summary does not list the drift corrected"
+    deployed_is "$cr" || fail "a reconcile changed the deployed commit to $(status_field .deployed.commit)"
+    # Back to no reconciling, so that later cases count entrypoint runs exactly,
+    # and no health check in later commits (their run.sh does not update
+    # e2e-web).
+    write_config
+    rm "$run/clone/healthcheck"
+    wait_until 30 "gitops-run.service is no longer running" unit_settled
+    ok "reconcile: /etc/e2e-web/motd, changed by hand, was restored by a reconcile pass and reported as drift"
+}
+
 # ---------------------------------------------------------------- d. reboot once
 case_reboot() {
     begin reboot
@@ -333,7 +475,10 @@ case_new_commit
 case_failure_and_fix
 case_journal_fields
 case_freeze
+case_health_rollback
+case_reconcile
 case_reboot
 
 step=cleanup
+[ "$failed" -eq 0 ] || { say "$failed check(s) failed (FAILED lines above); the other steps passed"; exit 1; }
 say "all steps passed in $(( $(date +%s) - started ))s (without the package build)"
