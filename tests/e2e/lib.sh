@@ -26,7 +26,9 @@ machine=gitops-e2e
 suite=bookworm
 state_dir=/var/lib/gitops-run   # StateDirectory=gitops-run
 # What the cached rootfs is made of; the cache is rebuilt when this changes.
-rootfs_packages=systemd,systemd-sysv,dbus,ca-certificates
+# openssh-server: a host's SSH host key is what decrypts its secrets
+# (docs/secrets.md); the server itself stays masked (see step_rootfs).
+rootfs_packages=systemd,systemd-sysv,dbus,ca-certificates,openssh-server
 
 # Time limits of the waits, in seconds.
 BOOT_SECS=90
@@ -363,6 +365,12 @@ step_rootfs() {
         timeout 900 debootstrap --variant=minbase --include="$rootfs_packages" \
             "$suite" "$base.tmp" "$mirror" > "$run/debootstrap.log" 2>&1 \
             || { tail -n 20 "$run/debootstrap.log"; fail "debootstrap failed (log: $run/debootstrap.log)"; }
+        # Like an image: no host key of its own (each container makes one at
+        # boot, see step_boot), and no sshd, which would listen on the host's
+        # own network (the container shares it).
+        rm -f "$base.tmp"/etc/ssh/ssh_host_*
+        ln -sf /dev/null "$base.tmp/etc/systemd/system/ssh.service"
+        ln -sf /dev/null "$base.tmp/etc/systemd/system/ssh.socket"
         printf '%s' "$rootfs_packages" > "$base.tmp/.e2e-complete"
         mv "$base.tmp" "$base"
     fi
@@ -432,7 +440,7 @@ step_git_daemon() {
 }
 
 # Boots the container (tests/e2e/boot-loop.sh boots it again after each
-# reboot).
+# reboot) and gives it its SSH host keys, as a host's first boot would.
 step_boot() {
     begin boot
     mkdir -p /run/systemd/nspawn
@@ -443,7 +451,9 @@ step_boot() {
     bash "$here/boot-loop.sh" "$rootfs" "$run" "$machine" &
     loop_pid=$!
     wait_booted
-    ok "container booted (init PID $init_pid, $(inside systemctl is-system-running || true))"
+    inside ssh-keygen -A > /dev/null
+    inside test -s /etc/ssh/ssh_host_ed25519_key || fail "ssh-keygen -A made no /etc/ssh/ssh_host_ed25519_key"
+    ok "container booted (init PID $init_pid, $(inside systemctl is-system-running || true)), SSH host keys generated"
 }
 
 # Installs $deb with dpkg inside the container.

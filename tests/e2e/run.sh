@@ -16,9 +16,15 @@
 #      previous service answers again;
 #   reconcile (issue 14): with GITOPS_RECONCILE_EVERY, a file run.sh manages, changed by
 #      hand, is put back and reported as drift;
+#   fleet (issue 17): with GITOPS_PATH=hosts/%l,common the tree holds only this host's
+#      directory and common/, and another host's run.sh never runs;
+#   secrets (issue 18): a secret encrypted with `age` to `gitops-run recipient` (the
+#      container's SSH host key) reaches a service through the entrypoint,
+#      and its plaintext appears nowhere under /var/lib/gitops-run;
 #   d. a `reboot-at` request reboots the container exactly once, and later
 #      passes never again (the container shares the host's kernel and so its
-#      boot time: only the record in state.json prevents a loop).
+#      boot time: only the record in state.json prevents a loop); after the
+#      boot the secrets are decrypted again into RAM.
 # One container boot serves every case up to d; each case is a function
 # (case_*), called in order at the end of this file: a new case is a new
 # function that starts from the state the one before it leaves (a deployed
@@ -96,7 +102,7 @@ wait_passes() {
 # ---------------------------------------------------------------- setup
 setup() {
     e2e_start
-    step_install_tools
+    step_install_tools age age-keygen
     step_build_deb
     step_rootfs
     step_git_daemon
@@ -413,6 +419,117 @@ case_reconcile() {
     ok "reconcile: /etc/e2e-web/motd, changed by hand, was restored by a reconcile pass and reported as drift"
 }
 
+# ---------------------------------------------------------------- fleet paths
+host_name=
+apply_fleet='. ../../common/lib.sh
+e2e_record
+printf "%s\n" "$GITOPS_PATHS" > /var/lib/e2e-fleet-paths'
+
+case_fleet() {
+    begin fleet
+    host_name=$(inside hostname)
+    local other=other-host top_entries hosts_entries paths
+    [ "$host_name" != "$other" ] || fail "the container is named $other"
+    mkdir -p "$run/clone/common" "$run/clone/hosts/$other"
+    cat > "$run/clone/common/lib.sh" <<EOF
+# common/lib.sh: what every host's run.sh uses.
+e2e_record() {
+    echo "e2e: fleet host \$(hostname) applying \$GITOPS_COMMIT (\$GITOPS_REASON)"
+    printf "%s %s\n" "\$GITOPS_COMMIT" "\$GITOPS_REASON" >> $applied
+}
+EOF
+    printf '#!/bin/sh\n# run.sh of another host: must never run here.\ntouch /var/lib/e2e-other-host-ran\n' > "$run/clone/hosts/$other/run.sh"
+    chmod 755 "$run/clone/hosts/$other/run.sh"
+    # The switch to a fleet layout, as an operator would do it: no pass
+    # between the push and the new config (the timer is stopped meanwhile).
+    inside systemctl stop gitops-run.timer
+    wait_until 30 "gitops-run.service is no longer running" unit_settled
+    home=hosts/$host_name/
+    cf=$(commit "fleet layout" "$apply_fleet")
+    config+=("GITOPS_PATH=hosts/%l,common")
+    write_config
+    inside systemctl start gitops-run.timer
+    wait_until "$PASS_SECS" "the timer deploys ${cf:0:12} with GITOPS_PATH=hosts/%l,common" deployed_is "$cf"
+    applied_has "$cf" new || fail "the entrypoint hosts/$host_name/run.sh did not run for ${cf:0:12}"
+    paths=$(inside cat /var/lib/e2e-fleet-paths)
+    [ "$paths" = "hosts/$host_name:common" ] || fail "the entrypoint got GITOPS_PATHS=$paths, not hosts/$host_name:common"
+    # The tree holds only the followed paths (the repository has more at its top).
+    top_entries=$(inside ls -A "$state_dir/trees/$cf" | tr '\n' ' ')
+    hosts_entries=$(inside ls -A "$state_dir/trees/$cf/hosts" | tr '\n' ' ')
+    [ "$top_entries" = "common hosts " ] \
+        || fail "the tree of ${cf:0:12} holds '$top_entries' at its top, not only 'common hosts' (the repository has: $(git -C "$run/clone" ls-tree --name-only HEAD | tr '\n' ' '))"
+    [ "$hosts_entries" = "$host_name " ] || fail "the tree's hosts/ holds '$hosts_entries', not only $host_name"
+    [ "$(inside readlink -f "$state_dir/current")" = "$state_dir/trees/$cf" ] || fail "current does not point at trees/$cf"
+    if inside test -e /var/lib/e2e-other-host-ran; then fail "hosts/$other/run.sh ran on $host_name"; fi
+    ok "fleet: ${cf:0:12} deployed with only hosts/$host_name/ and common/ in its tree; GITOPS_PATHS=$paths"
+
+    begin fleet-other-host
+    printf '#!/bin/sh\n# run.sh of another host, changed: must never run here.\ntouch /var/lib/e2e-other-host-ran\necho changed\n' > "$run/clone/hosts/$other/run.sh"
+    local co
+    co=$(commit "change for $other only" "$apply_fleet")
+    wait_until "$PASS_SECS" "the timer records ${co:0:12} (a change for $other only)" deployed_is "$co"
+    [ "$(status_field .deployed.reason)" = unchanged ] || fail "deployed.reason of ${co:0:12} is $(status_field .deployed.reason), not unchanged"
+    if inside grep -q "^$co " "$applied"; then fail "hosts/$host_name/run.sh ran for a commit that changes only hosts/$other"; fi
+    if inside test -e /var/lib/e2e-other-host-ran; then fail "hosts/$other/run.sh ran on $host_name"; fi
+    ok "fleet: ${co:0:12}, changing only hosts/$other/, recorded as deployed (unchanged) without running any run.sh"
+}
+
+# ---------------------------------------------------------------- secrets
+plain=
+case_secrets() {
+    begin secrets
+    local recipient other_key other_recipient dir=$run/clone/hosts/$host_name out hits
+    recipient=$(inside gitops-run recipient) || fail "gitops-run recipient failed"
+    case "$recipient" in age1*) ;; *) fail "gitops-run recipient printed '$recipient', not an age1... recipient" ;; esac
+    plain="e2e-token-$(openssl rand -hex 16)"
+    printf 'token=%s\n' "$plain" | age -r "$recipient" -o "$dir/app.conf.age"
+    # The same file for another host, encrypted to a key this one lacks: a
+    # host that tried to decrypt it would fail the commit.
+    other_key=$run/other-host.agekey
+    scratch+=("$other_key")
+    age-keygen -o "$other_key" 2>/dev/null
+    other_recipient=$(age-keygen -y "$other_key")
+    printf 'token=other-host-only\n' | age -r "$other_recipient" -o "$run/clone/hosts/other-host/app.conf.age"
+    rm -f "$other_key"
+    cs=$(commit "app secret" "$apply_fleet"'
+install -d -m 0700 /etc/e2e-app
+install -m 0600 "$GITOPS_SECRETS_DIR/hosts/$(hostname)/app.conf" /etc/e2e-app/app.conf
+cat > /etc/systemd/system/e2e-app.service <<EOF
+[Unit]
+Description=e2e: a service that reads its secret config
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c "cat /etc/e2e-app/app.conf > /run/e2e-app.seen"
+EOF
+systemctl daemon-reload
+systemctl restart e2e-app.service
+echo "e2e: installed the secret as /etc/e2e-app/app.conf"')
+    wait_until "$PASS_SECS" "the timer deploys ${cs:0:12} with its secret" deployed_is "$cs"
+    [ "$(inside cat /run/e2e-app.seen)" = "token=$plain" ] || fail "e2e-app.service saw '$(inside cat /run/e2e-app.seen 2>&1)', not the secret"
+    [ "$(inside systemctl is-active e2e-app.service)" = active ] || fail "e2e-app.service is not active"
+    [ "$(inside stat -c %a /etc/e2e-app/app.conf)" = 600 ] || fail "/etc/e2e-app/app.conf has mode $(inside stat -c %a /etc/e2e-app/app.conf)"
+    # Decrypted into RAM, for this host only.
+    local secrets=/run/gitops-run/secrets
+    [ "$(inside stat -f -c %T "$secrets")" = tmpfs ] || fail "$secrets is on $(inside stat -f -c %T "$secrets"), not tmpfs"
+    [ "$(inside readlink -f "$secrets/current")" = "$secrets/$cs" ] || fail "$secrets/current is $(inside readlink -f "$secrets/current"), not $secrets/$cs"
+    [ "$(inside cat "$secrets/current/hosts/$host_name/app.conf")" = "token=$plain" ] || fail "$secrets/current/hosts/$host_name/app.conf does not hold the plaintext"
+    [ "$(inside stat -c %a "$secrets/current/hosts/$host_name/app.conf")" = 600 ] || fail "the decrypted file's mode is not 0600"
+    if inside test -e "$secrets/$cs/hosts/other-host"; then fail "the other host's secret was decrypted here"; fi
+    # The plaintext is nowhere under the state directory (trees, cache, logs,
+    # state), which does hold the ciphertext.
+    inside test -s "$state_dir/trees/$cs/hosts/$host_name/app.conf.age" || fail "the tree lacks the ciphertext hosts/$host_name/app.conf.age"
+    inside grep -rqF "age-encryption.org/v1" "$state_dir/trees/$cs" || fail "grep finds no ciphertext header in the tree (the search below would prove nothing)"
+    if hits=$(inside grep -rlF -- "$plain" "$state_dir"); then
+        fail "the plaintext is in: $hits"
+    elif [ $? -ne 1 ]; then
+        fail "grep -r $state_dir failed"
+    fi
+    out=$(inside journalctl --no-pager -o cat)
+    if grep -qF -- "$plain" <<<"$out"; then fail "the plaintext is in the journal"; fi
+    ok "secrets: age to $(cut -c1-16 <<<"$recipient")... (the container's SSH host key) decrypted into tmpfs; e2e-app.service sees the plaintext; none under $state_dir or in the journal"
+}
+
 # ---------------------------------------------------------------- d. reboot once
 case_reboot() {
     begin reboot
@@ -424,7 +541,7 @@ case_reboot() {
     at=$(( now - 30 > btime + 1 ? now - 30 : btime + 1 ))
     at_text=$(date -u -d "@$at" +%Y-%m-%dT%H:%M:%SZ)
     boot_id_before=$(inside cat /proc/sys/kernel/random/boot_id)
-    c5=$(commit "reboot at $at_text" "$apply_ok" "$at_text")
+    c5=$(commit "reboot at $at_text" "$apply_fleet" "$at_text")
     say "pushed ${c5:0:12} with ${home}reboot-at $at_text (kernel btime $(date -u -d "@$btime" +%FT%TZ))"
     rebooted() { [ "$(cat "$run/restarts")" -ge 1 ]; }
     wait_until "$REBOOT_SECS" "the container reboots (systemd-nspawn exits 133)" rebooted
@@ -467,6 +584,13 @@ case_reboot() {
     [ "$c5_applied" = 1 ] || fail "the entrypoint of ${c5:0:12} ran $c5_applied times"
     ok "d. $passes more passes, no second reboot: 2 boots, 1 restart, reboot status done"
 
+    begin after-reboot
+    # RAM is empty after a boot: the first pass decrypted the deployed commit's
+    # secrets again without running its entrypoint (counted just above).
+    local secrets=/run/gitops-run/secrets
+    [ "$(inside readlink -f "$secrets/current")" = "$secrets/$c5" ] || fail "after the reboot $secrets/current is '$(inside readlink -f "$secrets/current")', not $secrets/$c5"
+    [ "$(inside cat "$secrets/current/hosts/$host_name/app.conf")" = "token=$plain" ] || fail "after the reboot the secret was not decrypted again"
+    ok "after the reboot: the secrets were decrypted again into $secrets"
 }
 
 setup
@@ -477,6 +601,8 @@ case_journal_fields
 case_freeze
 case_health_rollback
 case_reconcile
+case_fleet
+case_secrets
 case_reboot
 
 step=cleanup
