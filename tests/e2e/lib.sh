@@ -140,11 +140,33 @@ wait_until() {
     fail "timed out after ${secs}s waiting until $what"
 }
 
+# The same, polling every 0.1 s (for waits whose length is printed).
+wait_until_fast() {
+    local secs=$1 what=$2
+    shift 2
+    local deadline=$(( $(date +%s) + secs ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        "$@" && return 0
+        sleep 0.1
+    done
+    fail "timed out after ${secs}s waiting until $what"
+}
+
 # A TCP port on 127.0.0.1 that nothing listens on now (the container shares
 # the host's loopback).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+# Can a listener bind PORT? (SO_REUSEADDR, as systemd's sockets: connections
+# of an earlier run left in TIME_WAIT do not count.)
+port_free() {
+    python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()' "$1" 2>/dev/null
+}
+
 # ---------------------------------------------------------------- failure and cleanup
 fail() {
     failed=$((failed + 1))
@@ -462,4 +484,54 @@ step_install_deb() {
     cp "$deb" "$rootfs/var/tmp/gitops-run.deb"   # /tmp inside is nspawn's own tmpfs
     inside dpkg -i /var/tmp/gitops-run.deb > "$run/dpkg.log" 2>&1 \
         || { cat "$run/dpkg.log"; fail "dpkg -i failed"; }
+}
+
+# ---------------------------------------------------------------- the push receiver
+receiver_port=9419     # ListenStream= of the shipped gitops-run-receiver.socket
+receiver_secret=
+
+# Sets up the receiver as docs/receive.md says: the secret in
+# /etc/gitops-run/receiver-secret, then `systemctl enable --now` of the socket
+# and the path unit. When something on the host already listens on the
+# shipped port (the container shares the host's loopback), a drop-in moves
+# the socket, as docs/receive.md shows for another address.
+receiver_setup() {
+    receiver_secret=$(openssl rand -hex 32)
+    printf '%s\n' "$receiver_secret" | put_inside /etc/gitops-run/receiver-secret 0600
+    if ! port_free "$receiver_port"; then
+        receiver_port=$(free_port)
+        say "127.0.0.1:9419 is taken on this machine; moving the socket to $receiver_port with a drop-in"
+        printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$receiver_port" \
+            | put_inside /etc/systemd/system/gitops-run-receiver.socket.d/e2e-port.conf 0644
+        inside systemctl daemon-reload
+    fi
+    inside systemctl enable --now gitops-run-receiver.socket gitops-run-trigger.path 2> "$run/receiver-enable.log" \
+        || { cat "$run/receiver-enable.log"; fail "systemctl enable --now gitops-run-receiver.socket gitops-run-trigger.path failed"; }
+}
+
+# A GitHub push event for COMMIT on main, as the forge shapes it (the fields
+# the receiver reads, and some it must ignore).
+push_event() {
+    local before=$1 after=$2
+    jq -cn --arg before "$before" --arg after "$after" --arg url "$repo_url" '{
+        ref: "refs/heads/main", before: $before, after: $after,
+        repository: {full_name: "e2e/repo", clone_url: $url, default_branch: "main"},
+        pusher: {name: "e2e", email: "e2e@example.invalid"},
+        head_commit: {id: $after, message: "e2e push"}
+    }'
+}
+
+# HMAC-SHA256 of BODY with SECRET, hex: X-Hub-Signature-256's value after "sha256=".
+hmac_hex() { printf '%s' "$2" | openssl dgst -sha256 -hmac "$1" | awk '{print $NF}'; }
+
+# post_hook BODY [SIGNATURE_HEADER]: POST BODY to the receiver as GitHub would;
+# prints "STATUS BODY" of the answer.
+post_hook() {
+    local body=$1 args=()
+    [ $# -lt 2 ] || args=(-H "$2")
+    curl -sS --max-time 15 -o "$run/hook-answer" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' \
+        -H "X-GitHub-Delivery: $(cat /proc/sys/kernel/random/uuid)" \
+        "${args[@]}" --data-binary "$body" "http://127.0.0.1:$receiver_port/gitops-run"
+    printf ' %s' "$(cat "$run/hook-answer")"
 }

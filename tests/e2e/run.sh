@@ -21,10 +21,15 @@
 #   secrets (issue 18): a secret encrypted with `age` to `gitops-run recipient` (the
 #      container's SSH host key) reaches a service through the entrypoint,
 #      and its plaintext appears nowhere under /var/lib/gitops-run;
+#   receiver (issue 15): with the timer stopped, the socket-activated push receiver turns
+#      a signed GitHub push event into a deployment within seconds, and
+#      ignores unsigned and wrongly signed ones; the installed receiver unit
+#      rates SAFE in `systemd-analyze security`;
 #   d. a `reboot-at` request reboots the container exactly once, and later
 #      passes never again (the container shares the host's kernel and so its
 #      boot time: only the record in state.json prevents a loop); after the
-#      boot the secrets are decrypted again into RAM.
+#      boot the secrets are decrypted again into RAM and the receiver's
+#      socket listens again.
 # One container boot serves every case up to d; each case is a function
 # (case_*), called in order at the end of this file: a new case is a new
 # function that starts from the state the one before it leaves (a deployed
@@ -52,6 +57,9 @@ REBOOT_SECS=120
 AFTER_REBOOT_PASSES=3
 AFTER_REBOOT_SECS=120
 FROZEN_PASSES=3                 # timer passes watched while frozen
+RECEIVER_SECS=30                # a signed push to its deployment, generously
+RECEIVER_QUIET_SECS=6           # after a refused request: no pass in this long (> the path unit's reaction and the receiver's 5 s --min-interval)
+EXPOSURE_LIMIT=1.0              # systemd-analyze security: below 1.0 is what systemd calls SAFE
 
 # The entrypoint of most commits: says what it applies and records it.
 apply_ok='echo "e2e: applying $GITOPS_COMMIT ($GITOPS_REASON)"
@@ -102,7 +110,7 @@ wait_passes() {
 # ---------------------------------------------------------------- setup
 setup() {
     e2e_start
-    step_install_tools age age-keygen
+    step_install_tools curl openssl age age-keygen
     step_build_deb
     step_rootfs
     step_git_daemon
@@ -114,6 +122,11 @@ setup() {
     local timer_state doc page section unit
     timer_state=$(inside systemctl is-active gitops-run.timer 2>&1) || true
     [ "$timer_state" = active ] || fail "gitops-run.timer is $timer_state after installation; the package must start it"
+    # The package leaves the push receiver to the operator (docs/receive.md).
+    for unit in gitops-run-receiver.socket gitops-run-trigger.path; do
+        [ "$(inside systemctl is-enabled "$unit" 2>&1)" = disabled ] \
+            || fail "$unit is $(inside systemctl is-enabled "$unit" 2>&1) after installation, not disabled"
+    done
     # The man page the units point to (Documentation=man:gitops-run(N)) is installed.
     for doc in $(inside systemctl show -p Documentation --value gitops-run.service gitops-run.timer); do
         case "$doc" in
@@ -123,7 +136,7 @@ setup() {
                     || fail "the units name $doc, but the package installs no /usr/share/man/man$section/$page.$section*" ;;
         esac
     done
-    ok "package installed; gitops-run.timer enabled and started by the package; $(inside gitops-run --version)"
+    ok "package installed; gitops-run.timer enabled and started by the package, the receiver's units left disabled; $(inside gitops-run --version)"
 
     begin no-config
     # Without /etc/gitops-run/config a start is a clean skip, not a failure.
@@ -530,6 +543,83 @@ echo "e2e: installed the secret as /etc/e2e-app/app.conf"')
     ok "secrets: age to $(cut -c1-16 <<<"$recipient")... (the container's SSH host key) decrypted into tmpfs; e2e-app.service sees the plaintext; none under $state_dir or in the journal"
 }
 
+# ---------------------------------------------------------------- push receiver
+case_receiver() {
+    begin receiver-setup
+    # A host without the timer: only pushes start passes.
+    inside systemctl disable --now gitops-run.timer 2>/dev/null
+    wait_until 30 "gitops-run.service is no longer running" unit_settled
+    receiver_setup
+    [ "$(inside systemctl is-active gitops-run-receiver.socket)" = active ] || fail "gitops-run-receiver.socket is not active"
+    [ "$(inside systemctl is-active gitops-run-trigger.path)" = active ] || fail "gitops-run-trigger.path is not active"
+    [ "$(inside systemctl is-enabled gitops-run-trigger.path)" = enabled ] || fail "gitops-run-trigger.path is not enabled"
+    local rx_state listen
+    rx_state=$(inside systemctl is-active gitops-run-receiver.service) || true
+    [ "$rx_state" = inactive ] || fail "gitops-run-receiver.service is $rx_state before any request; the socket should start it"
+    listen=$(inside systemctl show -p Listen --value gitops-run-receiver.socket)
+    [ "$listen" = "127.0.0.1:$receiver_port (Stream)" ] || fail "the socket listens on '$listen'"
+    ok "receiver: socket listening on $listen, path unit active, receiver not running yet, timer stopped"
+
+    begin receiver-refuses
+    local before inv answer body cr_sig t0 t1 latency
+    before=$(status_field .deployed.commit)
+    cw=$(commit "pushed with a webhook" 'date +%s.%N > /var/lib/e2e-entrypoint-started
+'"$apply_fleet")
+    body=$(push_event "$before" "$cw")
+    inv=$(inside systemctl show -p InvocationID --value gitops-run.service)
+    answer=$(post_hook "$body")
+    [ "${answer%% *}" = 401 ] || fail "an unsigned push event was answered '$answer', not 401"
+    answer=$(post_hook "$body" "X-Hub-Signature-256: sha256=$(hmac_hex "not-the-secret-$receiver_secret" "$body")")
+    [ "${answer%% *}" = 403 ] || fail "a wrongly signed push event was answered '$answer', not 403"
+    # A signature of another body does not count either.
+    answer=$(post_hook "$body " "X-Hub-Signature-256: sha256=$(hmac_hex "$receiver_secret" "$body")")
+    [ "${answer%% *}" = 403 ] || fail "a push event signed for another body was answered '$answer', not 403"
+    [ "$(inside systemctl is-active gitops-run-receiver.service)" = active ] \
+        || fail "the requests did not start gitops-run-receiver.service through its socket"
+    sleep "$RECEIVER_QUIET_SECS"   # what a trigger would have started by now
+    [ "$(inside systemctl show -p InvocationID --value gitops-run.service)" = "$inv" ] \
+        || fail "a pass ran after refused requests: $(inside journalctl -u gitops-run.service -n 5 --no-pager)"
+    if inside test -e /run/gitops-run-receiver/trigger; then fail "a refused request left a trigger file"; fi
+    deployed_is "$before" || fail "refused requests led to a deployment of $(status_field .deployed.commit)"
+    local rxlog
+    rxlog=$(inside journalctl -u gitops-run-receiver.service --no-pager -o cat)
+    grep -q " 401 event=github/push .*refused" <<<"$rxlog" || fail "the receiver did not log the 401: $rxlog"
+    grep -q " 403 event=github/push .*refused: wrong credentials" <<<"$rxlog" || fail "the receiver did not log the 403s: $rxlog"
+    ok "receiver: unsigned (401) and wrongly signed (403) push events started no pass in ${RECEIVER_QUIET_SECS}s"
+
+    begin receiver-deploys
+    cr_sig=$(hmac_hex "$receiver_secret" "$body")
+    t0=$(date +%s.%N)
+    answer=$(post_hook "$body" "X-Hub-Signature-256: sha256=$cr_sig")
+    [ "$answer" = "202 pass requested" ] || fail "a signed push event was answered '$answer', not '202 pass requested'"
+    wait_until_fast "$RECEIVER_SECS" "the signed push deploys ${cw:0:12} (timer stopped)" deployed_is "$cw"
+    t1=$(inside cat /var/lib/e2e-entrypoint-started)
+    latency=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    [ "$(inside systemctl is-active gitops-run.timer)" = inactive ] || fail "gitops-run.timer is active; the pass may not have come from the push"
+    applied_has "$cw" new || fail "$applied lacks '$cw new'"
+    wait_until 20 "gitops-run.service is no longer running" unit_settled
+    if inside test -e /run/gitops-run-receiver/trigger; then fail "the pass left the trigger file"; fi
+    rxlog=$(inside journalctl -u gitops-run-receiver.service --no-pager -o cat)
+    grep -q " 202 event=github/push ref=refs/heads/main: accepted: pass requested" <<<"$rxlog" || fail "the receiver did not log the accepted push: $rxlog"
+    ok "receiver: a signed push event deployed ${cw:0:12} through the path unit; the entrypoint started ${latency}s after the request"
+
+    begin receiver-security
+    local sec score
+    sec=$(inside systemd-analyze security gitops-run-receiver.service 2>&1) || fail "systemd-analyze security gitops-run-receiver.service failed: $sec"
+    score=$(sed -n 's/.*Overall exposure level for gitops-run-receiver.service: \([0-9.]*\).*/\1/p' <<<"$sec")
+    [ -n "$score" ] || fail "no exposure level in: $sec"
+    awk -v s="$score" -v l="$EXPOSURE_LIMIT" 'BEGIN { exit !(s < l) }' \
+        || fail "the installed gitops-run-receiver.service rates $score, not below $EXPOSURE_LIMIT:
+$sec"
+    local fragment
+    fragment=$(inside readlink -f "$(inside systemctl show -p FragmentPath --value gitops-run-receiver.service)")
+    [ "$(inside dpkg -S "$fragment" 2>/dev/null)" = "gitops-run: $fragment" ] || fail "the receiver's unit $fragment is not the packaged one"
+    ok "receiver: systemd-analyze security rates the installed unit $(grep -o 'Overall exposure level.*' <<<"$sec" | sed 's/.*: //' | cut -d' ' -f1-2) (limit $EXPOSURE_LIMIT)"
+
+    inside systemctl enable --now gitops-run.timer 2>/dev/null
+    c_last=$cw
+}
+
 # ---------------------------------------------------------------- d. reboot once
 case_reboot() {
     begin reboot
@@ -590,7 +680,10 @@ case_reboot() {
     local secrets=/run/gitops-run/secrets
     [ "$(inside readlink -f "$secrets/current")" = "$secrets/$c5" ] || fail "after the reboot $secrets/current is '$(inside readlink -f "$secrets/current")', not $secrets/$c5"
     [ "$(inside cat "$secrets/current/hosts/$host_name/app.conf")" = "token=$plain" ] || fail "after the reboot the secret was not decrypted again"
-    ok "after the reboot: the secrets were decrypted again into $secrets"
+    # The enabled receiver units come back with the boot.
+    [ "$(inside systemctl is-active gitops-run-receiver.socket)" = active ] || fail "gitops-run-receiver.socket is not active after the reboot"
+    [ "$(inside systemctl is-active gitops-run-trigger.path)" = active ] || fail "gitops-run-trigger.path is not active after the reboot"
+    ok "after the reboot: the secrets were decrypted again into $secrets, the receiver's socket and path unit are active"
 }
 
 setup
@@ -603,6 +696,7 @@ case_health_rollback
 case_reconcile
 case_fleet
 case_secrets
+case_receiver
 case_reboot
 
 step=cleanup
