@@ -1,12 +1,12 @@
-# The container machinery of the end-to-end test (tests/e2e/run.sh): build
-# the .deb, copy a cached Debian rootfs, serve a Git repository with
-# `git daemon` on 127.0.0.1, boot the rootfs with systemd-nspawn
-# (tests/e2e/boot-loop.sh), run commands inside, wait on conditions, and clean
-# everything up on exit.
+# The container machinery of the end-to-end test, shared by tests/e2e/run.sh
+# and bench/push-latency.sh: build the .deb, copy a cached Debian rootfs,
+# serve a Git repository with `git daemon` on 127.0.0.1, boot the rootfs with
+# systemd-nspawn (tests/e2e/boot-loop.sh), run commands inside, wait on
+# conditions, and clean everything up on exit.
 #
 # Sourced, not run. Before sourcing, the caller sets:
 #   top        the repository's top directory
-#   e2e_name   the prefix of every message ("e2e")
+#   e2e_name   the prefix of every message ("e2e", "push-latency")
 #   e2e_run    directory for this run's logs, git daemon and clone
 #              (removed and made again by e2e_start)
 # then calls e2e_start, and the setup steps it needs, in this order:

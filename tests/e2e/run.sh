@@ -39,7 +39,8 @@
 # Run as root: bash tests/e2e/run.sh (or `just e2e`). Needs the network only
 # for apt and the first debootstrap; the rootfs is cached in
 # target/e2e/rootfs-base (rebuilt when its package list changes; delete it to
-# rebuild). Every run boots a fresh copy. The machinery is in tests/e2e/lib.sh.
+# rebuild). Every run boots a fresh copy. The machinery is in tests/e2e/lib.sh,
+# shared with bench/push-latency.sh.
 # E2E_DEB=path/to.deb skips the package build and tests that file instead;
 # E2E_KEEP=1 keeps the stopped container's files (target/e2e/rootfs-run) to
 # inspect, e.g. journalctl -D target/e2e/rootfs-run/var/log/journal.
