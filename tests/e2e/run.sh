@@ -299,7 +299,6 @@ case_freeze() {
     wait_until "$PASS_SECS" "the next timer pass deploys ${cz:0:12} after unfreeze" deployed_is "$cz"
     applied_has "$cz" new || fail "$applied lacks '$cz new'"
     ok "unfreeze: the next timer pass deployed ${cz:0:12} (reason new)"
-    c_last=$cz
 }
 
 # ---------------------------------------------------------------- health check and rollback
@@ -417,7 +416,7 @@ case_reconcile() {
     drift_reported() { [ "$(status_field .drift_corrections)" -gt "${drift_before:-0}" ]; }
     wait_until 20 "status counts the drift corrected" drift_reported
     [ "$(status_field .last_drift.commit)" = "$cr" ] || fail "last_drift.commit is $(status_field .last_drift.commit), not ${cr:0:12}"
-    status_field '.last_drift.lines | join("\n")' | grep -qxF "restored /etc/e2e-web/motd" \
+    grep -qxF "restored /etc/e2e-web/motd" <<<"$(status_field '.last_drift.lines | join("\n")')" \
         || fail "last_drift.lines lack 'restored /etc/e2e-web/motd': $(status_field .last_drift.lines)"
     applied_has "$cr" reconcile || fail "no reconcile run of ${cr:0:12} in $applied"
     journal_any '.GITOPS_OUTCOME == "reconciled" and .GITOPS_COMMIT == $c' --arg c "$cr" \
@@ -618,7 +617,6 @@ $sec"
     ok "receiver: systemd-analyze security rates the installed unit $(grep -o 'Overall exposure level.*' <<<"$sec" | sed 's/.*: //' | cut -d' ' -f1-2) (limit $EXPOSURE_LIMIT)"
 
     inside systemctl enable --now gitops-run.timer 2>/dev/null
-    c_last=$cw
 }
 
 # ---------------------------------------------------------------- d. reboot once
