@@ -29,9 +29,14 @@ deb:
 lint-deb: deb
     lintian --fail-on error $(ls -t target/debian/gitops-run_*.deb | head -n 1)
 
-# End to end: the .deb in a real systemd (nspawn container) driven by its timer; as root
+# End to end: the .deb in a real systemd (nspawn container), driven by its timer,
+# the push receiver and operator commands; as root
 e2e:
     bash tests/e2e/run.sh
+
+# Push-to-deploy latency through the installed units in the e2e container; as root
+push-latency:
+    bash bench/push-latency.sh
 
 # Benchmarks against the git CLI and ansible-pull; writes docs/benchmarks.md
 bench:
