@@ -323,7 +323,7 @@ apt_mirror() {
 }
 
 # Host tools: systemd-nspawn (pinned to the host's systemd), debootstrap, jq,
-# nsenter, and the TOOLs named (curl, openssl, age, age-keygen) are installed
+# nsenter, and the TOOLs named (curl, openssl, age, age-keygen, ssh-keygen) are installed
 # when missing; git and python3 are expected.
 step_install_tools() {
     local need=() tool
@@ -336,6 +336,7 @@ step_install_tools() {
         command -v "$tool" >/dev/null && continue
         case "$tool" in
             age-keygen) need+=(age) ;;
+            ssh-keygen) need+=(openssh-client) ;;
             *) need+=("$tool") ;;
         esac
     done

@@ -21,6 +21,9 @@
 #   secrets (issue 18): a secret encrypted with `age` to `gitops-run recipient` (the
 #      container's SSH host key) reaches a service through the entrypoint,
 #      and its plaintext appears nowhere under /var/lib/gitops-run;
+#   signatures (issue 12): with GITOPS_ALLOWED_SIGNERS, an unsigned push is refused by the
+#      timer's pass (exit 9, nothing runs); the signed commit that replaces it
+#      is deployed and status names its signer;
 #   receiver (issue 15): with the timer stopped, the socket-activated push receiver turns
 #      a signed GitHub push event into a deployment within seconds, and
 #      ignores unsigned and wrongly signed ones; the installed receiver unit
@@ -111,7 +114,7 @@ wait_passes() {
 # ---------------------------------------------------------------- setup
 setup() {
     e2e_start
-    step_install_tools curl openssl age age-keygen
+    step_install_tools curl openssl age age-keygen ssh-keygen
     step_build_deb
     step_rootfs
     step_git_daemon
@@ -487,6 +490,63 @@ EOF
     ok "fleet: ${co:0:12}, changing only hosts/$other/, recorded as deployed (unchanged) without running any run.sh"
 }
 
+# ---------------------------------------------------------------- signed commits
+# Verification on through the config, as an operator turns it on: an unsigned
+# push is refused by the timer's pass (exit 9, nothing runs); once it is
+# replaced by a signed commit, that one is deployed, and status names its
+# signer. The cases after this one push signed commits (the clone signs).
+case_signatures() {
+    begin signatures
+    local key=$run/signing_key principal=e2e-signer@example.invalid cu cs refused_commit
+    rm -f "$key" "$key.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "$principal" -f "$key"
+    printf '%s namespaces="git" %s\n' "$principal" "$(cat "$key.pub")" \
+        | put_inside /etc/gitops-run/allowed_signers 0644
+    config+=("GITOPS_ALLOWED_SIGNERS=/etc/gitops-run/allowed_signers")
+    write_config
+    local deployed_before
+    deployed_before=$(status_field .deployed.commit)
+
+    cu=$(commit "unsigned push" "$apply_fleet")
+    refused() {
+        [ "$(status_field .last_pass.outcome)" = unverified ] \
+            && [ "$(status_field .unverified.commit)" = "$cu" ]
+    }
+    wait_until "$PASS_SECS" "the timer's pass refuses the unsigned ${cu:0:12} (status unverified)" refused
+    wait_until 20 "gitops-run.service is no longer running" unit_settled
+    [ "$(inside systemctl show -p ExecMainStatus --value gitops-run.service)" = 9 ] \
+        || fail "the refusing pass exited $(inside systemctl show -p ExecMainStatus --value gitops-run.service), not 9"
+    [ "$(status_field .unverified.reason)" = unsigned ] || fail "the refusal's reason is $(status_field .unverified.reason), not unsigned"
+    deployed_is "$deployed_before" || fail "the refused push changed the deployed commit to $(status_field .deployed.commit)"
+    if inside grep -q "^$cu " "$applied"; then fail "the entrypoint of the unsigned ${cu:0:12} ran"; fi
+    if inside test -e "$state_dir/trees/$cu"; then fail "the unsigned ${cu:0:12} was checked out"; fi
+    journal_any '.GITOPS_OUTCOME == "unverified" and .GITOPS_COMMIT == $c and (.MESSAGE | test("unsigned"))' --arg c "$cu" \
+        || fail "no pass summary in the journal with GITOPS_OUTCOME=unverified for ${cu:0:12} naming the reason"
+    ok "signatures: the timer's pass refused the unsigned ${cu:0:12} (exit 9, reason unsigned, nothing ran or was checked out)"
+
+    begin signed-push
+    # The operator's way out: drop the unsigned commit, push a signed one.
+    git -C "$run/clone" reset -q --hard HEAD~1
+    git -C "$run/clone" push -q -f "$srv/repo.git" main
+    git -C "$run/clone" config gpg.format ssh
+    git -C "$run/clone" config user.signingkey "$key"
+    git -C "$run/clone" config commit.gpgsign true
+    cs=$(commit "signed push" "$apply_fleet")
+    [[ "$(git -C "$run/clone" cat-file commit "$cs")" == *$'\ngpgsig '* ]] || fail "the clone did not sign ${cs:0:12}"
+    wait_until "$PASS_SECS" "the timer deploys the signed ${cs:0:12}" deployed_is "$cs"
+    applied_has "$cs" new || fail "$applied lacks '$cs new'"
+    [ "$(status_field .deployed.signed_by.signer)" = "$principal" ] \
+        || fail "status names the signer '$(status_field .deployed.signed_by.signer)', not $principal"
+    case "$(status_field .deployed.signed_by.fingerprint)" in
+        SHA256:*) ;;
+        *) fail "status names no SSH key fingerprint: '$(status_field .deployed.signed_by.fingerprint)'" ;;
+    esac
+    [ -z "$(status_field .unverified)" ] || fail "the refusal is still recorded after the signed commit was deployed"
+    inside gitops-run status | grep -qF "signed by:     $principal" || fail "gitops-run status does not show who signed the deployed commit"
+    refused_commit=$cu
+    ok "signatures: the signed ${cs:0:12} was deployed by the next timer pass; status names $principal and the key (unsigned ${refused_commit:0:12} was never run)"
+}
+
 # ---------------------------------------------------------------- secrets
 plain=
 case_secrets() {
@@ -695,6 +755,7 @@ case_health_rollback
 case_reconcile
 case_fleet
 case_secrets
+case_signatures
 case_receiver
 case_reboot
 
