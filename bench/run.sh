@@ -40,7 +40,7 @@
 #   BENCH_LARGE       0 skips the 10,000-commit repository (v0 and v2 rows)
 #   BENCH_SERVER_CPU  0 skips the server CPU per poll
 #   BENCH_SSH         0 skips sshd (server CPU and no-op pass over ssh)
-#   BENCH_CPU_POLLS   no-op polls per batch for the server CPU (default 100;
+#   BENCH_CPU_POLLS   no-op polls per batch for the server CPU (default 40;
 #                     3 batches per row)
 set -euo pipefail
 
@@ -58,7 +58,7 @@ V0=${BENCH_V0:-1}
 LARGE=${BENCH_LARGE:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 SSH=${BENCH_SSH:-1}
-CPU_POLLS=${BENCH_CPU_POLLS:-100}
+CPU_POLLS=${BENCH_CPU_POLLS:-40}
 CPU_BATCHES=3
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
 for v in BENCH_WORK BENCH_OUT BENCH_RUNS_FAST BENCH_RUNS_SLOW BENCH_WARMUP BENCH_POLLS BENCH_ANSIBLE \
@@ -163,6 +163,12 @@ RES=$RUN/results
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 HOME=$RUN/home
 export LC_ALL=C.UTF-8 TZ=UTC
 while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(GITOPS_|GIT_(DIR|WORK_TREE|INDEX_FILE|OBJECT_DIRECTORY|ALTERNATE|NAMESPACE|SSL|PROTOCOL|TRACE))' || true)
+# gitops-run writes its Prometheus textfile after every pass, by default into
+# /var/lib/prometheus/node-exporter when that exists: into the run directory
+# instead, so that every machine measures the same work and the system's file
+# is left alone. (Binaries from before the metrics ignore the variable.)
+mkdir -p "$RUN/metrics"
+export GITOPS_METRICS_FILE=$RUN/metrics/gitops-run.prom
 export ANSIBLE_PYTHON_INTERPRETER=$VENV/bin/python
 export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=false ANSIBLE_DEPRECATION_WARNINGS=false
