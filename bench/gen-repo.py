@@ -3,6 +3,7 @@
 
     gen-repo.py small  | git fast-import --quiet      (a few files, 3 commits)
     gen-repo.py medium | git fast-import --quiet      (~3,000 files, 5,000 commits)
+    gen-repo.py large  | git fast-import --quiet      (the same files, 10,000 commits)
 
 Everything is a pure function of the arguments: fixed author, committer and
 dates, file contents from a fixed-seed LCG. The same stream, hence the same
@@ -128,6 +129,8 @@ if __name__ == "__main__":
         small()
     elif kind == "medium":
         medium()
+    elif kind == "large":
+        medium(n_commits=10000)
     else:
-        sys.exit("usage: gen-repo.py small|medium")
+        sys.exit("usage: gen-repo.py small|medium|large")
     out.write(b"done\n")

@@ -5,8 +5,12 @@ gitops-run / baseline, targets with PASS/MISS; print it and write the report.
     report.py RESULTS_DIR OUTPUT.md
 
 RESULTS_DIR holds ID.json (hyperfine --export-json), ID.rss (peak RSS in KiB,
-one sample a line), ID.bytes ("requests bytes_sent bytes_received" per no-op
-poll, from nginx's access log) and machine.txt (KEY=VALUE).
+one sample a line), ID.bytes ("requests bytes_sent bytes_received" per run over
+HTTP, from nginx's access log), ID.fsync ("all fsync fdatasync sync_file_range"
+calls per run, from strace -c), ID.cpu (the server's CPU time per no-op poll in
+ns, one batch a line), ID.commits (commits in the repository a first deployment
+left behind) and machine.txt (KEY=VALUE). Rows whose results are all missing
+(a part skipped with a BENCH_* knob) are left out.
 """
 
 import json
@@ -16,6 +20,11 @@ import sys
 
 RES, OUT = sys.argv[1], sys.argv[2]
 
+# The timer's period: 5 minutes after the previous pass, plus a random delay of
+# up to 60 s (mean 30 s). See docs/fleet.md, "Load on the Git server".
+INTERVAL_SECS = 300
+MEAN_PERIOD_SECS = 330
+
 # What each result ID measured, as shown in the tables.
 NAMES = {
     "gitops": "gitops-run",
@@ -24,30 +33,56 @@ NAMES = {
     "git": "git pull + ./run.sh",
     "clone-git": "git clone + ./run.sh",
     "clone-git-depth1": "git clone --depth 1 + ./run.sh",
+    "fetch": "git fetch (bash + git CLI)",
+    "v2": "gitops-run over protocol v2",
 }
+
+
+def before_name(m):
+    """The "before" binary, as shown in the tables."""
+    return f"gitops-run at {m.get('before', '?').split(' ')[0]} (before)"
 
 # (measurement, kind, gitops-run result, baseline result, baseline name, target)
 # target: ("ratio", x) means ratio <= x; ("abs", x) means gitops-run value <= x
 # (in the row's unit); None: shown for information.
-ROWS = [
-    ("No-op pass, file://", "time", "noop-file-gitops", "noop-file-bash", NAMES["bash"], ("ratio", 0.5)),
-    ("No-op pass, file://", "time", "noop-file-gitops", "noop-file-ansible", NAMES["ansible"], ("ratio", 0.01)),
-    ("No-op pass, HTTP", "time", "noop-http-gitops", "noop-http-bash", NAMES["bash"], ("ratio", 0.7)),
-    ("No-op pass, HTTP", "time", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], ("ratio", 0.01)),
-    ("Apply one new commit, file://", "time", "apply-file-gitops", "apply-file-git", NAMES["git"], None),
-    ("Apply one new commit, HTTP", "time", "apply-http-gitops", "apply-http-git", NAMES["git"], None),
-    ("First deployment, medium repo, file://", "time", "clone-file-gitops", "clone-file-git", NAMES["clone-git"], ("ratio", 0.8)),
-    ("First deployment, medium repo, file://", "time", "clone-file-gitops", "clone-file-git-depth1", NAMES["clone-git-depth1"], None),
-    ("First deployment, medium repo, HTTP", "time", "clone-http-gitops", "clone-http-git", NAMES["clone-git"], ("ratio", 0.8)),
-    ("First deployment, medium repo, HTTP", "time", "clone-http-gitops", "clone-http-git-depth1", NAMES["clone-git-depth1"], None),
-    ("Peak RSS, no-op pass, file://", "rss", "noop-file-gitops", "noop-file-bash", NAMES["bash"], ("abs", 16.0)),
-    ("Peak RSS, no-op pass, HTTP", "rss", "noop-http-gitops", "noop-http-bash", NAMES["bash"], ("abs", 16.0)),
-    ("Peak RSS, no-op pass, HTTP", "rss", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], None),
-    ("Peak RSS, first deployment, file://", "rss", "clone-file-gitops", "clone-file-git", NAMES["clone-git"], None),
-    ("Peak RSS, first deployment, HTTP", "rss", "clone-http-gitops", "clone-http-git", NAMES["clone-git"], None),
-    ("Bytes sent by the server per no-op poll, HTTP", "bytes", "noop-http-gitops", "noop-http-bash", "git fetch (bash + git CLI)", ("ratio", 1.0)),
-    ("Bytes sent by the server per no-op poll, HTTP", "bytes", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], None),
-]
+def rows(m):
+    before = before_name(m)
+    return [
+        ("No-op pass, file://", "time", "noop-file-gitops", "noop-file-bash", NAMES["bash"], ("ratio", 0.25)),
+        ("No-op pass, file://, before", "time", "noop-file-before", "noop-file-bash", NAMES["bash"], None),
+        ("No-op pass, file://, now / before", "time", "noop-file-gitops", "noop-file-before", before, None),
+        ("No-op pass, file://", "time", "noop-file-gitops", "noop-file-ansible", NAMES["ansible"], ("ratio", 0.01)),
+        ("No-op pass, HTTP", "time", "noop-http-gitops", "noop-http-bash", NAMES["bash"], ("ratio", 0.7)),
+        ("No-op pass, HTTP", "time", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], ("ratio", 0.01)),
+        ("No-op pass, ssh", "time", "noop-ssh-gitops", "noop-ssh-bash", NAMES["bash"], None),
+        ("fsync calls per no-op pass, file://", "count", "noop-file-gitops", "noop-file-before", before, None),
+        ("fsync calls per no-op pass, file://", "count", "noop-file-gitops", "noop-file-bash", NAMES["bash"], None),
+        ("Apply one new commit, file://", "time", "apply-file-gitops", "apply-file-git", NAMES["git"], None),
+        ("Apply one new commit, HTTP", "time", "apply-http-gitops", "apply-http-git", NAMES["git"], None),
+        ("First deployment, medium repo, file://", "time", "clone-file-gitops", "clone-file-git", NAMES["clone-git"], ("ratio", 0.8)),
+        ("First deployment, medium repo, file://", "time", "clone-file-gitops", "clone-file-git-depth1", NAMES["clone-git-depth1"], None),
+        ("First deployment, medium repo, HTTP", "time", "clone-http-gitops", "clone-http-git", NAMES["clone-git"], ("ratio", 0.8)),
+        ("First deployment, medium repo, HTTP", "time", "clone-http-gitops", "clone-http-git-depth1", NAMES["clone-git-depth1"], None),
+        ("First deployment, medium repo, HTTP protocol v0", "time", "clone-v0-gitops", "clone-v0-git-depth1", NAMES["clone-git-depth1"], None),
+        ("First deployment, medium repo, HTTP protocol v0", "time", "clone-v0-gitops", "clone-http-gitops", NAMES["v2"], None),
+        ("First deployment, large repo, HTTP", "time", "clone-http-large-gitops", "clone-http-large-git-depth1", NAMES["clone-git-depth1"], None),
+        ("First deployment, large repo, HTTP protocol v0", "time", "clone-v0-large-gitops", "clone-v0-large-git-depth1", NAMES["clone-git-depth1"], None),
+        ("First deployment, large repo, HTTP protocol v0", "time", "clone-v0-large-gitops", "clone-http-large-gitops", NAMES["v2"], None),
+        ("Peak RSS, no-op pass, file://", "rss", "noop-file-gitops", "noop-file-bash", NAMES["bash"], ("abs", 16.0)),
+        ("Peak RSS, no-op pass, HTTP", "rss", "noop-http-gitops", "noop-http-bash", NAMES["bash"], ("abs", 16.0)),
+        ("Peak RSS, no-op pass, HTTP", "rss", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], None),
+        ("Peak RSS, first deployment, file://", "rss", "clone-file-gitops", "clone-file-git", NAMES["clone-git"], None),
+        ("Peak RSS, first deployment, HTTP", "rss", "clone-http-gitops", "clone-http-git", NAMES["clone-git"], None),
+        ("Peak RSS, first deployment, HTTP protocol v0", "rss", "clone-v0-gitops", "clone-http-gitops", NAMES["v2"], None),
+        ("Bytes sent by the server per no-op poll, HTTP", "bytes", "noop-http-gitops", "noop-http-bash", NAMES["fetch"], ("ratio", 1.0)),
+        ("Bytes sent by the server per no-op poll, HTTP", "bytes", "noop-http-gitops", "noop-http-ansible", NAMES["ansible"], None),
+        ("Bytes sent by the server, first deployment, medium repo, HTTP", "bytes", "clone-http-gitops", "clone-http-git-depth1", NAMES["clone-git-depth1"], None),
+        ("Bytes sent by the server, first deployment, medium repo, HTTP protocol v0", "bytes", "clone-v0-gitops", "clone-v0-git-depth1", NAMES["clone-git-depth1"], None),
+        ("Bytes sent by the server, first deployment, large repo, HTTP", "bytes", "clone-http-large-gitops", "clone-http-large-git-depth1", NAMES["clone-git-depth1"], None),
+        ("Bytes sent by the server, first deployment, large repo, HTTP protocol v0", "bytes", "clone-v0-large-gitops", "clone-v0-large-git-depth1", NAMES["clone-git-depth1"], None),
+        ("Server CPU per no-op poll, HTTP", "cpu", "cpu-http-gitops", "cpu-http-git", NAMES["fetch"], None),
+        ("Server CPU per no-op poll, ssh", "cpu", "cpu-ssh-gitops", "cpu-ssh-git", NAMES["fetch"], None),
+    ]
 
 
 def load_machine():
@@ -72,6 +107,12 @@ def samples(kind, rid):
         if kind == "bytes":
             with open(os.path.join(RES, rid + ".bytes"), encoding="utf-8") as f:
                 return [int(l.split()[1]) for l in f if l.strip()]
+        if kind == "count":
+            with open(os.path.join(RES, rid + ".fsync"), encoding="utf-8") as f:
+                return [int(l.split()[0]) for l in f if l.strip()]
+        if kind == "cpu":
+            with open(os.path.join(RES, rid + ".cpu"), encoding="utf-8") as f:
+                return [int(l) / 1e9 for l in f if l.strip()]  # ns -> s
     except (OSError, ValueError, KeyError, IndexError):
         return None
     return None
@@ -86,6 +127,14 @@ def requests_per_poll(rid):
         return None
 
 
+def commits(rid):
+    try:
+        with open(os.path.join(RES, rid + ".commits"), encoding="utf-8") as f:
+            return f"{int(f.read().strip()):,}"
+    except (OSError, ValueError):
+        return "—"
+
+
 def fmt_time(s):
     if s < 1.0:
         return f"{s * 1000:.1f} ms" if s < 0.1 else f"{s * 1000:.0f} ms"
@@ -95,18 +144,26 @@ def fmt_time(s):
 def fmt_value(kind, v):
     if kind == "time":
         return fmt_time(v)
+    if kind == "cpu":
+        return f"{v * 1000:.2f} ms"
     if kind == "rss":
         return f"{v:.1f} MiB"
+    if kind == "count":
+        return f"{v:g}"
+    if v >= 1024 * 1024:
+        return f"{v / 1048576:.2f} MiB"
+    if v >= 100 * 1024:
+        return f"{v / 1024:.0f} KiB"
     return f"{v:,.0f} B"
 
 
 def fmt_spread(kind, xs):
     med = statistics.median(xs)
-    if kind == "bytes" and min(xs) == max(xs):
+    if kind in ("bytes", "count") and min(xs) == max(xs):
         return fmt_value(kind, med)
     lo, hi = fmt_value(kind, min(xs)), fmt_value(kind, max(xs))
     unit = lo.split(" ")[-1]
-    if hi.endswith(" " + unit) and lo.endswith(" " + unit):
+    if " " in lo and hi.endswith(" " + unit) and lo.endswith(" " + unit):
         lo = lo[: -len(unit) - 1]
     return f"{fmt_value(kind, med)} ({lo}–{hi})"
 
@@ -142,14 +199,18 @@ def main():
         "|---|---|---|---|---|---|---|",
     ]
     verdicts = []
-    for label, kind, gid, bid, bname, target in ROWS:
+    for label, kind, gid, bid, bname, target in rows(m):
         g, b = samples(kind, gid), samples(kind, bid)
+        if not g and not b:
+            continue  # a part of the run that was skipped
         gv = fmt_spread(kind, g) if g else "n/a"
         bv = fmt_spread(kind, b) if b else "n/a"
         ratio = None
         if g and b and statistics.median(b) > 0:
             ratio = statistics.median(g) / statistics.median(b)
         rv = fmt_ratio(ratio) if ratio is not None else "n/a"
+        if g and b and statistics.median(b) == 0:
+            rv = "— (baseline 0)"
         if target is None:
             result = "—"
         elif not g or (target[0] == "ratio" and ratio is None):
@@ -185,13 +246,35 @@ def main():
             xs = samples("rss", name[:-4])
             if xs:
                 mem.append(f"| {name[:-4]} | {len(xs)} | {statistics.median(xs):.1f} MiB | {min(xs):.1f} MiB | {max(xs):.1f} MiB |")
-    net = ["| Result | Polls | Requests per poll | Bytes sent by nginx (median) | Bytes received by nginx (median) |", "|---|---|---|---|---|"]
+    net = ["| Result | Runs | Requests per run | Bytes sent by nginx (median) | Bytes received by nginx (median) | Commits fetched |",
+           "|---|---|---|---|---|---|"]
     for name in sorted(os.listdir(RES)):
         if name.endswith(".bytes"):
             xs = samples("bytes", name[:-6])
             rq = requests_per_poll(name[:-6])
             if xs and rq:
-                net.append(f"| {name[:-6]} | {len(xs)} | {rq[0]:g} | {statistics.median(xs):,.0f} B | {rq[1]:,.0f} B |")
+                net.append(f"| {name[:-6]} | {len(xs)} | {rq[0]:g} | {statistics.median(xs):,.0f} B | {rq[1]:,.0f} B "
+                           f"| {commits(name[:-6])} |")
+    syncs = ["| Result | Runs | fsync | fdatasync | sync_file_range |", "|---|---|---|---|---|"]
+    for name in sorted(os.listdir(RES)):
+        if name.endswith(".fsync"):
+            with open(os.path.join(RES, name), encoding="utf-8") as f:
+                per_run = [[int(x) for x in l.split()] for l in f if l.strip()]
+            if per_run:
+                cols = [fmt_spread("count", [r[k] for r in per_run]) for k in (1, 2, 3)]
+                syncs.append(f"| {name[:-6]} | {len(per_run)} | {cols[0]} | {cols[1]} | {cols[2]} |")
+    server = [
+        "| Transport | Client | Server CPU per no-op poll | Hosts per 5-minute interval on one core | "
+        "Hosts on one core at the timer's mean period (~5.5 min) |",
+        "|---|---|---|---|---|",
+    ]
+    for transport, label in (("http", "HTTP (nginx + fcgiwrap + git http-backend)"), ("ssh", "ssh (sshd + git-shell)")):
+        for client, cname in (("gitops", "gitops-run"), ("git", NAMES["fetch"])):
+            xs = samples("cpu", f"cpu-{transport}-{client}")
+            if xs and statistics.median(xs) > 0:
+                med = statistics.median(xs)
+                server.append(f"| {label} | {cname} | {fmt_spread('cpu', xs)} | {INTERVAL_SECS / med:,.0f} | "
+                              f"{MEAN_PERIOD_SECS / med:,.0f} |")
 
     machine = [
         "| | |",
@@ -205,6 +288,7 @@ def main():
         f"| git | {m.get('git', '?')} |",
         f"| ansible | {m.get('ansible', '?')} |",
         f"| nginx | {m.get('nginx', '?')}, fcgiwrap {m.get('fcgiwrap', '?')} |",
+        f"| OpenSSH server | {m.get('sshd', '?')} |",
         f"| hyperfine | {m.get('hyperfine', '?')} |",
     ]
 
@@ -224,9 +308,23 @@ def main():
         f"- Repositories (`bench/gen-repo.py`, `git fast-import`, fixed authors and dates): small, "
         f"{m.get('small_files', '?')} files (`run.sh`, `local.yml`, a few config files); "
         f"medium, {m.get('medium_commits', '?')} commits, {m.get('medium_files', '?')} files, "
-        f"{int(m.get('medium_pack', '0') or 0) / 1024:.1f} MiB packed.",
-        "- Transports: `file://` (both tools spawn `git-upload-pack`), and HTTP: nginx + fcgiwrap +",
-        "  `git http-backend` on 127.0.0.1, `GIT_PROTOCOL` passed through (protocol v2).",
+        f"{int(m.get('medium_pack', '0') or 0) / 1024:.1f} MiB packed"
+        + (f"; large, {m['large_commits']} commits, {m['large_files']} files (the medium repository's files, "
+           f"twice the history), {int(m.get('large_pack', '0') or 0) / 1024:.1f} MiB packed." if m.get("large_commits") else "."),
+        "- Transports: `file://` (both tools spawn `git-upload-pack`); HTTP: nginx + fcgiwrap +",
+        "  `git http-backend` on 127.0.0.1, `GIT_PROTOCOL` passed through (protocol v2), and the same",
+        "  repositories under `/v0/` without it (*HTTP protocol v0*: the `Git-Protocol` header is",
+        "  not passed on, as behind a proxy or server that drops it, so `git http-backend` answers",
+        "  with protocol v0); ssh: OpenSSH `sshd` on 127.0.0.1, logging in a system user whose",
+        "  login shell is `git-shell` (made for the run), protocol v2.",
+    ]
+    if m.get("before"):
+        lines += [
+            f"- *Before*: gitops-run built from `{m['before']}`",
+            "  (`BENCH_BEFORE`), the revision before the last round of work, in a `git worktree`",
+            "  with its own target directory.",
+        ]
+    lines += [
         "",
         "## Results",
         "",
@@ -252,7 +350,8 @@ def main():
         "What each row runs:",
         "",
         "- *No-op pass*: the remote is unchanged since the last pass. gitops-run with a state",
-        "  directory from an earlier pass; `bench/baseline-pass.sh` in a full clone (`git fetch`",
+        "  directory from an earlier pass (every pass writes its Prometheus textfile, here into",
+        "  the work directory: `GITOPS_METRICS_FILE`); `bench/baseline-pass.sh` in a full clone (`git fetch`",
         "  of the branch, `rev-parse` of HEAD and upstream, `merge-base`, compare: nothing to do);",
         "  `ansible-pull -U URL -C main -d DIR -i localhost, --only-if-changed local.yml` on a",
         "  checkout it made before (it quits with \"Repository has not changed\").",
@@ -270,6 +369,31 @@ def main():
         f"  `git-upload-pack`), median of {m.get('polls', '?')} runs (3 for ansible-pull and first deployments).",
         "- *Bytes per no-op poll*: the sum of nginx's `$bytes_sent` (headers and body) over",
         "  the requests of one poll.",
+        "- *No-op pass, before*: the same no-op pass by gitops-run built at the earlier revision,",
+        "  with its own state directory, timed in the same hyperfine run as gitops-run and the",
+        "  bash baseline (all runs of each command in turn); \"now / before\" divides the two.",
+        "- *fsync calls per no-op pass*: `strace -f -c -e trace=fsync,fdatasync,sync_file_range`",
+        "  of one pass, the process tree included (over `file://` that is `git-upload-pack` too);",
+        f"  the sum of the three calls, median of {m.get('polls', '?')} passes. Details below.",
+        "- *No-op pass, ssh*: the same passes against the private `sshd` (gitops-run with",
+        "  `--ssh-key` and `--known-hosts`; the baseline's clone with the same ssh options in",
+        "  `core.sshCommand`): every poll is an ssh connection with a key exchange.",
+        "- *First deployment, HTTP protocol v0*: gitops-run and `git clone --depth 1` against the",
+        "  `/v0/` location, beside gitops-run over protocol v2 (the same repository and server).",
+        "  Over v0 gitops-run does not get a depth-1 fetch and brings the whole branch once",
+        "  (docs/design.md, step 4); `git clone --depth 1` still gets one commit. *Bytes sent by",
+        "  the server, first deployment* sums nginx's `$bytes_sent` over the requests of one first",
+        "  deployment; the traffic table below also gives the commits each client ended up with.",
+        "  The *large* repository has the medium one's files and twice its history.",
+        "- *Server CPU per no-op poll*: the CPU time of the Git server's processes, from the CPU",
+        f"  counter of a cgroup ({m.get('cgroup', '?')}) that the server runs in, read before and",
+        "  after a batch of no-op polls and divided by the polls. Over HTTP the cgroup holds nginx,",
+        "  fcgiwrap and every `git http-backend` and `git upload-pack` they start; over ssh `sshd`",
+        "  (listener and per-connection processes), and below it `git-shell` (the login shell of",
+        "  the user the key logs in as) and `git upload-pack`. The client runs outside the cgroup",
+        "  on the same machine; its CPU is not counted, nor is the kernel's network work done in",
+        f"  the client's context. Median of {m.get('cpu_batches', '?')} batches of "
+        f"{m.get('cpu_polls', '?')} polls, (min–max) over the batches.",
         "",
         "## Machine",
         "",
@@ -279,8 +403,29 @@ def main():
     lines += details
     lines += ["", "## Peak memory", ""]
     lines += mem
-    lines += ["", "## Traffic per no-op poll (HTTP)", ""]
+    lines += ["", "## Traffic per run (HTTP)", ""]
+    lines += [
+        "Per no-op poll (`noop-*`) and per first deployment (`clone-*`; `clone-v0-*` over protocol",
+        "v0, the others over v2). Commits fetched: the commits in the repository the first",
+        "deployment left (gitops-run's cache, the clone).",
+        "",
+    ]
     lines += net
+    if len(syncs) > 2:
+        lines += ["", "## fsync calls per no-op pass (file://)", ""]
+        lines += ["Calls per pass, median (min–max) over the passes, `strace -f -c`.", ""]
+        lines += syncs
+    if len(server) > 2:
+        lines += ["", "## Server cost per poll", ""]
+        lines += [
+            "CPU time the Git server spends on one no-op poll (see \"What each row runs\"), and how",
+            f"many hosts one core of this machine serves: {INTERVAL_SECS} s / CPU per poll for a",
+            f"5-minute interval, and {MEAN_PERIOD_SECS} s / CPU per poll at the mean period of `gitops-run.timer`",
+            "(5 minutes after the previous pass plus a random delay of up to 60 s). Only the",
+            "server's processes are counted, not the network nor the client.",
+            "",
+        ]
+        lines += server
     lines.append("")
     # Profiling notes and before/after figures are written by hand, kept beside this
     # script, and carried into every regenerated report.
