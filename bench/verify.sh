@@ -12,13 +12,19 @@
 #
 #   bash bench/verify.sh         prints a markdown table on stdout (progress on stderr)
 #
-# The lead can paste the table into docs/benchmarks.md, or bench/run.sh can call
-# this script and append its output. Network: none (file:// only). Knobs:
+# bench/run.sh runs it as its last part (BENCH_VERIFY=0 skips it) and puts its
+# rows into docs/benchmarks.md. Network: none (file:// only). Knobs:
 #   BENCH_WORK          work directory (default target/bench-verify; emptied first)
 #   BENCH_COMMITS       signed commits between the deployed commit and the tip (default 1000)
 #   BENCH_RUNS_APPLY    hyperfine runs of the applying pass (default 10)
 #   BENCH_RUNS_NOOP     hyperfine runs of the no-op pass (default 50)
 #   BENCH_WARMUP        warm-up runs (default 3)
+#   BENCH_BIN           measure this binary instead of building target/release/gitops-run
+#   BENCH_RESULTS       also write the results into this directory, in bench/run.sh's
+#                       layout: verify-{apply,noop}-{none,all}.json (one hyperfine
+#                       result each; none: without verification, all: --verify all),
+#                       their command lines appended to commands.tsv, and verify.txt
+#                       (KEY=VALUE: commits, runs_apply, runs_noop, warmup)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +33,7 @@ COMMITS=${BENCH_COMMITS:-1000}
 RUNS_APPLY=${BENCH_RUNS_APPLY:-10}
 RUNS_NOOP=${BENCH_RUNS_NOOP:-50}
 WARMUP=${BENCH_WARMUP:-3}
+RESULTS_OUT=${BENCH_RESULTS:-}
 
 say() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench/verify.sh: %s\n' "$*" >&2; exit 1; }
@@ -38,9 +45,15 @@ for tool in hyperfine git ssh-keygen python3; do
     command -v $tool >/dev/null || die "$tool is needed (apt-get install hyperfine git openssh-client python3)"
 done
 
-say "cargo build --release (reuses target/)"
-(cd "$ROOT" && cargo build --release --locked >&2)
-BIN=$ROOT/target/release/gitops-run
+BIN=${BENCH_BIN:-}
+if [ -z "$BIN" ]; then
+    say "cargo build --release (reuses target/)"
+    (cd "$ROOT" && cargo build --release --locked >&2)
+    BIN=$ROOT/target/release/gitops-run
+fi
+case "$BIN" in
+    *[[:space:]\"\'\$\\]*) die "BENCH_BIN must not contain spaces, quotes, \$ or backslashes: $BIN" ;;
+esac
 [ -x "$BIN" ] || die "no binary at $BIN"
 REVISION=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
 
@@ -127,6 +140,27 @@ hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS_NOOP" \
     -n "with --verify all" "$BIN --repo $URL --state-dir $DEPLOYED_TIP ${KEYS[*]}" >&2
 
 # --------------------------------------------------------------- report
+if [ -n "$RESULTS_OUT" ]; then
+    # Each hyperfine run above holds two results, the one without verification first.
+    python3 - "$RES" "$RESULTS_OUT" <<'EOF'
+import json, os, sys
+res, out = sys.argv[1], sys.argv[2]
+for name in ("apply", "noop"):
+    with open(os.path.join(res, name + ".json"), encoding="utf-8") as f:
+        without, with_all = json.load(f)["results"]
+    for suffix, result in (("none", without), ("all", with_all)):
+        with open(os.path.join(out, f"verify-{name}-{suffix}.json"), "w", encoding="utf-8") as f:
+            json.dump({"results": [result]}, f)
+EOF
+    {
+        printf 'verify-apply-none\t%s\n' "$BIN --repo $URL --state-dir $STATE"
+        printf 'verify-apply-all\t%s\n' "$BIN --repo $URL --state-dir $STATE ${KEYS[*]}"
+        printf 'verify-noop-none\t%s\n' "$BIN --repo $URL --state-dir $DEPLOYED_TIP"
+        printf 'verify-noop-all\t%s\n' "$BIN --repo $URL --state-dir $DEPLOYED_TIP ${KEYS[*]}"
+    } >> "$RESULTS_OUT/commands.tsv"
+    printf 'commits=%s\nruns_apply=%s\nruns_noop=%s\nwarmup=%s\n' \
+        "$COMMITS" "$RUNS_APPLY" "$RUNS_NOOP" "$WARMUP" > "$RESULTS_OUT/verify.txt"
+fi
 python3 - "$RES" "$COMMITS" "$REVISION" "$(nproc)" <<'EOF'
 import json, sys
 res, commits, revision, cpus = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
