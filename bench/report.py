@@ -9,8 +9,9 @@ one sample a line), ID.bytes ("requests bytes_sent bytes_received" per run over
 HTTP, from nginx's access log), ID.fsync ("all fsync fdatasync sync_file_range"
 calls per run, from strace -c), ID.cpu (the server's CPU time per no-op poll in
 ns, one batch a line), ID.commits (commits in the repository a first deployment
-left behind) and machine.txt (KEY=VALUE). Rows whose results are all missing
-(a part skipped with a BENCH_* knob) are left out.
+left behind), machine.txt (KEY=VALUE) and verify.txt (KEY=VALUE, the parameters
+of bench/verify.sh, read as verify_KEY). Rows whose results are all missing (a
+part skipped with a BENCH_* knob) are left out.
 """
 
 import json
@@ -35,7 +36,16 @@ NAMES = {
     "clone-git-depth1": "git clone --depth 1 + ./run.sh",
     "fetch": "git fetch (bash + git CLI)",
     "v2": "gitops-run over protocol v2",
+    "unverified": "the same pass without verification",
 }
+
+
+def verify_commits(m):
+    """The signed commits the verifying pass applies (bench/verify.sh), or None."""
+    try:
+        return int(m["verify_commits"])
+    except (KeyError, ValueError):
+        return None
 
 
 def before_name(m):
@@ -47,6 +57,8 @@ def before_name(m):
 # (in the row's unit); None: shown for information.
 def rows(m):
     before = before_name(m)
+    n = verify_commits(m)
+    signed = f"{n:,}" if n is not None else "?"
     return [
         ("No-op pass, file://", "time", "noop-file-gitops", "noop-file-bash", NAMES["bash"], ("ratio", 0.25)),
         ("No-op pass, file://, before", "time", "noop-file-before", "noop-file-bash", NAMES["bash"], None),
@@ -82,17 +94,32 @@ def rows(m):
         ("Bytes sent by the server, first deployment, large repo, HTTP protocol v0", "bytes", "clone-v0-large-gitops", "clone-v0-large-git-depth1", NAMES["clone-git-depth1"], None),
         ("Server CPU per no-op poll, HTTP", "cpu", "cpu-http-gitops", "cpu-http-git", NAMES["fetch"], None),
         ("Server CPU per no-op poll, ssh", "cpu", "cpu-ssh-gitops", "cpu-ssh-git", NAMES["fetch"], None),
+        (f"Apply a tip {signed} signed commits ahead, `--verify all`, file://", "time",
+         "verify-apply-all", "verify-apply-none", NAMES["unverified"], None),
+        ("No-op pass, keys configured, `--verify all`, file://", "time",
+         "verify-noop-all", "verify-noop-none", NAMES["unverified"], None),
     ]
 
 
 def load_machine():
     info = {}
-    path = os.path.join(RES, "machine.txt")
-    if os.path.exists(path):
-        for line in open(path, encoding="utf-8"):
-            key, _, value = line.rstrip("\n").partition("=")
-            info[key] = value
+    for name, prefix in (("machine.txt", ""), ("verify.txt", "verify_")):
+        path = os.path.join(RES, name)
+        if os.path.exists(path):
+            for line in open(path, encoding="utf-8"):
+                key, _, value = line.rstrip("\n").partition("=")
+                info[prefix + key] = value
     return info
+
+
+def verify_per_commit_us(m):
+    """What verifying one commit adds to the applying pass, in µs, from the medians
+    of bench/verify.sh's two applying passes; None when they were not run."""
+    n = verify_commits(m)
+    on, off = samples("time", "verify-apply-all"), samples("time", "verify-apply-none")
+    if not n or not on or not off:
+        return None
+    return (statistics.median(on) - statistics.median(off)) / n * 1e6
 
 
 def samples(kind, rid):
@@ -324,6 +351,14 @@ def main():
             "  (`BENCH_BEFORE`), the revision before the last round of work, in a `git worktree`",
             "  with its own target directory.",
         ]
+    if verify_commits(m) is not None:
+        lines += [
+            f"- Signature verification (`bench/verify.sh`, the last part of the run; `BENCH_VERIFY=0`",
+            f"  skips it): its own `file://` origin with {verify_commits(m):,} commits on top of a deployed one,",
+            "  each signed by `git commit-tree -S` with an ed25519 SSH key (`gpg.format=ssh`); hyperfine",
+            f"  {m.get('verify_runs_apply', '?')} runs of the applying pass and {m.get('verify_runs_noop', '?')} of "
+            f"the no-op pass, after {m.get('verify_warmup', '?')} warm-up run(s) each.",
+        ]
     lines += [
         "",
         "## Results",
@@ -336,6 +371,14 @@ def main():
         "for information, not assertions.",
         "",
     ]
+    per_commit = verify_per_commit_us(m)
+    if per_commit is not None:
+        lines += [
+            f"Verifying signatures adds about {per_commit:.0f} µs per verified commit to a pass",
+            f"((with − without) / {verify_commits(m):,}, from the medians); a pass that finds nothing",
+            "new verifies nothing.",
+            "",
+        ]
     if verdicts:
         lines.append("Missed targets:")
         lines.append("")
@@ -394,6 +437,14 @@ def main():
         "  on the same machine; its CPU is not counted, nor is the kernel's network work done in",
         f"  the client's context. Median of {m.get('cpu_batches', '?')} batches of "
         f"{m.get('cpu_polls', '?')} polls, (min–max) over the batches.",
+        "- *`--verify all`* (`bench/verify.sh`): gitops-run with `--allowed-signers` (one ed25519",
+        "  key) and `--verify all`, against the same pass without either. *Apply a tip ... signed",
+        "  commits ahead*: before each run (hyperfine `--prepare`) the state directory is replaced",
+        "  by a copy of one that has the first commit deployed, so every run fetches the commits",
+        "  on top, verifies each of them in-process (with `--verify all`), checks out the tip and",
+        "  runs its trivial `run.sh`. *No-op pass, keys configured*: the tip is deployed and the",
+        "  branch has not moved, so there is nothing to verify: the row shows what configuring",
+        "  the keys costs such a pass.",
         "",
         "## Machine",
         "",

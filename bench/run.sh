@@ -18,7 +18,11 @@
 # 4. peak RSS (/usr/bin/time -f %M) and bytes the server sent per no-op poll;
 # 5. the CPU time the Git server spends per no-op poll, over HTTP and ssh (a
 #    private sshd on 127.0.0.1 running git-shell), from the server processes'
-#    CPU accounting in /proc.
+#    CPU accounting in /proc;
+# 6. what verifying commit signatures costs a pass (bench/verify.sh, file://):
+#    a pass applying a tip 1,000 signed commits ahead with --verify all, and a
+#    no-op pass with the keys configured, each against the same pass without
+#    verification.
 #
 # Run as root, it installs what it needs (hyperfine, time, strace, nginx-light,
 # fcgiwrap, openssh-server, python3-venv; ansible-core from PyPI into a venv
@@ -42,6 +46,10 @@
 #   BENCH_SSH         0 skips sshd (server CPU and no-op pass over ssh)
 #   BENCH_CPU_POLLS   no-op polls per batch for the server CPU (default 40;
 #                     3 batches per row)
+#   BENCH_VERIFY      0 skips the signature verification rows (bench/verify.sh).
+#                     That script's knobs BENCH_COMMITS, BENCH_RUNS_APPLY and
+#                     BENCH_RUNS_NOOP are passed on to it, BENCH_WARMUP too; its
+#                     work directory is verify/ in the run directory.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,10 +67,12 @@ LARGE=${BENCH_LARGE:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 SSH=${BENCH_SSH:-1}
 CPU_POLLS=${BENCH_CPU_POLLS:-40}
+VERIFY=${BENCH_VERIFY:-1}
 CPU_BATCHES=3
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
 for v in BENCH_WORK BENCH_OUT BENCH_RUNS_FAST BENCH_RUNS_SLOW BENCH_WARMUP BENCH_POLLS BENCH_ANSIBLE \
-         BENCH_BEFORE BENCH_V0 BENCH_LARGE BENCH_SERVER_CPU BENCH_SSH BENCH_CPU_POLLS; do
+         BENCH_BEFORE BENCH_V0 BENCH_LARGE BENCH_SERVER_CPU BENCH_SSH BENCH_CPU_POLLS \
+         BENCH_VERIFY BENCH_COMMITS BENCH_RUNS_APPLY BENCH_RUNS_NOOP; do
     [ -n "${!v:-}" ] && COMMAND_LINE="$v=${!v} $COMMAND_LINE"
 done
 
@@ -90,6 +100,8 @@ command -v git >/dev/null || need+=(git)
 [ "$BEFORE" = none ] || command -v strace >/dev/null || need+=(strace)
 if [ "$SSH" != 0 ]; then
     [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+fi
+if [ "$SSH" != 0 ] || [ "$VERIFY" != 0 ]; then
     command -v ssh-keygen >/dev/null || need+=(openssh-client)
 fi
 if [ ${#need[@]} -gt 0 ]; then
@@ -681,6 +693,18 @@ if [ "$SSH" != 0 ]; then
         server_cpu cpu-ssh-git "$CG_SSH" "$CPU_BATCHES" "$CPU_POLLS" bash "$BENCH/baseline-pass.sh" "$RUN/clients/bash-ssh"
     fi
     [ "$(deployed "$st")" = "$(git -C "$ORIGIN/small.git" rev-parse main)" ] || die "no-op state moved"
+fi
+
+# ------------------------------------------- 6. signature verification
+# bench/verify.sh signs its own commits (ed25519, gpg.format=ssh) in its own
+# origin and state directories, inside the run directory, and writes its
+# results beside the others (BENCH_RESULTS). Only file://, nothing served. It
+# measures the binary built above (BENCH_BIN): cargo would not find its
+# toolchain under this run's HOME.
+if [ "$VERIFY" != 0 ]; then
+    say "6. signature verification (bench/verify.sh)"
+    BENCH_WORK=$RUN/verify BENCH_WARMUP=$WARMUP BENCH_RESULTS=$RES BENCH_BIN=$BIN \
+        bash "$BENCH/verify.sh" > "$RES/verify.md"
 fi
 
 # ------------------------------------------------------------ report
