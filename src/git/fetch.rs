@@ -130,6 +130,12 @@ impl Cache {
         depth: Option<gix::remote::fetch::Shallow>,
         interrupt: &AtomicBool,
     ) -> Result<ObjectId> {
+        if depth.is_none() {
+            if let Some(tip) = known.filter(|k| self.local_tip_is(url, branch, *k)) {
+                debug!("{branch} is still at {tip} in the local repository; nothing to receive");
+                return Ok(tip);
+            }
+        }
         let spec = format!("+refs/heads/{branch}:{}", Self::tracking_ref(branch));
         let remote = self
             .repo
@@ -188,6 +194,39 @@ impl Cache {
             );
         }
         Ok(tip)
+    }
+
+    /// Whether a local repository (`file://` or a path) still has `branch` at `known`,
+    /// read straight from its refs: git, too, bypasses the pack protocol for local
+    /// repositories (`git clone --local`). A no-op pass then starts no
+    /// `git-upload-pack`; anything else (another tip, a repository that cannot be
+    /// opened, a missing branch, an object the cache lacks) is left to the fetch
+    /// proper, which reports it as it always has.
+    fn local_tip_is(&self, url: &RepoUrl, branch: &str, known: ObjectId) -> bool {
+        if url.transport() != Transport::File || !self.has_object(&known) {
+            return false;
+        }
+        let Ok(parsed) = gix::url::parse(gix::bstr::BStr::new(url.raw.as_str())) else {
+            return false;
+        };
+        let Ok(path) = gix::path::from_bstring(parsed.path.clone()) else {
+            return false;
+        };
+        // The remote's own config is not read (only its refs), nor the system's or
+        // the user's: a git-upload-pack would not apply them to ref names either.
+        let options = gix::open::Options::isolated();
+        let Ok(remote) = gix::open_opts(path, options) else {
+            return false;
+        };
+        let name = format!("refs/heads/{branch}");
+        let tip = remote
+            .try_find_reference(name.as_str())
+            .ok()
+            .flatten()
+            .and_then(|mut r| r.follow_to_object().ok().map(|id| id.detach()));
+        // Compared as advertised: the ref's own target (symbolic refs followed, an
+        // annotated tag not peeled), which is what the tracking ref holds.
+        tip == Some(known)
     }
 
     /// The commit `id` names: itself, or the commit an annotated tag points at.

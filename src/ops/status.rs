@@ -197,6 +197,10 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         if st.remote.is_none() {
             doc.remote_commit = p.remote_commit.clone();
             doc.classification = p.classification;
+        } else if p.remote_commit.is_some() && p.remote_commit == doc.remote_commit {
+            // A no-op pass does not rewrite state.json for a new relation of the
+            // same tip; its record (in the lock file) has it.
+            doc.classification = p.classification.or(doc.classification);
         }
         doc.last_pass = Some(PassDoc {
             started_at: p.started_at,

@@ -72,6 +72,7 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let frozen = freeze.holds(started_at);
     let mut st = recover::load_state(cfg, layout)?;
     let loaded = layout.state_file().exists().then(|| st.clone());
+    state::absorb_lock_record(&mut st, &layout.lock());
     recover::clean_up(layout, &mut st, started_at)?;
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
 

@@ -378,6 +378,28 @@ pub fn latest_pass(st: Option<&State>, lock: &Path) -> Option<LastPass> {
     }
 }
 
+/// Fold into `st` what the newer record in the lock file knows: how the remote tip
+/// `state.json` names relates to the deployed commit since (a no-op pass after an
+/// apply finds `up-to-date` where the applying pass recorded `behind`, and writes
+/// only the lock file).
+pub fn absorb_lock_record(st: &mut State, lock: &Path) {
+    let Some(newer) = last_pass_in_lock(lock) else {
+        return;
+    };
+    if st
+        .last_pass
+        .as_ref()
+        .is_some_and(|p| p.started_at > newer.started_at)
+    {
+        return;
+    }
+    if let (Some(r), Some(c)) = (st.remote.as_mut(), newer.classification) {
+        if newer.remote_commit.as_deref() == Some(r.commit.as_str()) {
+            r.classification = c;
+        }
+    }
+}
+
 /// Write `state.json` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn save(path: &Path, state: &State) -> Result<()> {
     let dir = path
@@ -424,6 +446,55 @@ mod tests {
         assert_eq!(back.history[0].commit, "a");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only state.json remains");
+    }
+
+    fn pass_at(secs: i64, tip: Option<&str>, class: Option<Classification>) -> LastPass {
+        LastPass {
+            started_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            duration_ms: 1,
+            remote_commit: tip.map(str::to_string),
+            classification: class,
+            outcome: Label::UpToDate,
+            exit_code: 0,
+            error: None,
+            tally: Default::default(),
+            verification: None,
+        }
+    }
+
+    #[test]
+    fn the_newer_lock_record_updates_the_relation_of_the_same_tip_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("lock");
+        let mut st = State::new("r", "main");
+        st.remote = Some(RemoteTip {
+            commit: "t".into(),
+            classification: Classification::Behind,
+            first_seen: None,
+            soak_until: None,
+        });
+        st.last_pass = Some(pass_at(100, Some("t"), Some(Classification::Behind)));
+        let class = |st: &State| st.remote.as_ref().unwrap().classification;
+        let write = |p: &LastPass| std::fs::write(&lock, serde_json::to_vec(p).unwrap()).unwrap();
+
+        // No lock record, an older one, or one about another tip: unchanged.
+        let mut s = st.clone();
+        absorb_lock_record(&mut s, &lock);
+        assert_eq!(class(&s), Classification::Behind);
+        write(&pass_at(50, Some("t"), Some(Classification::UpToDate)));
+        absorb_lock_record(&mut s, &lock);
+        assert_eq!(class(&s), Classification::Behind);
+        write(&pass_at(200, Some("u"), Some(Classification::UpToDate)));
+        absorb_lock_record(&mut s, &lock);
+        assert_eq!(class(&s), Classification::Behind);
+        // A failed fetch knows no relation.
+        write(&pass_at(200, None, None));
+        absorb_lock_record(&mut s, &lock);
+        assert_eq!(class(&s), Classification::Behind);
+
+        write(&pass_at(200, Some("t"), Some(Classification::UpToDate)));
+        absorb_lock_record(&mut s, &lock);
+        assert_eq!(class(&s), Classification::UpToDate);
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod hardening;
 mod harness_selftest;
 mod health;
 mod metrics;
+mod noop;
 mod notify;
 mod operator;
 mod pass_apply;
