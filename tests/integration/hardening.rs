@@ -152,37 +152,10 @@ impl Machine {
     }
 }
 
-/// `VmHWM` (peak resident set size) of `pid` in KiB, while it exists.
-fn peak_rss_kib(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// How often [`finish_measuring_rss`] reads the peak RSS: often enough to see
-/// a pass that ends within a few milliseconds at its peak.
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
-
-/// Waits for a background pass to end and returns how it ended with the
-/// highest `VmHWM` seen while it ran.
+/// The exit status and peak RSS (KiB) of a pass, from `wait4(2)`: exact however
+/// briefly the pass ran (a no-op over `file://` takes a few milliseconds).
 fn finish_measuring_rss(pass: &mut Spawned) -> (ExitStatus, u64) {
-    let pid = pass.pid();
-    let deadline = Instant::now() + SAFETY_NET;
-    let mut peak = 0;
-    while pass.is_running() && Instant::now() < deadline {
-        if let Some(kib) = peak_rss_kib(pid) {
-            peak = peak.max(kib);
-        }
-        thread::sleep(RSS_SAMPLE_INTERVAL);
-    }
-    // Fails the test (after killing the pass) if it still runs.
-    (pass.wait(), peak)
+    pass.wait_with_peak_rss()
 }
 
 /// A small tmpfs mounted for one test (root only), unmounted when dropped.

@@ -331,6 +331,43 @@ impl Spawned {
         wait_for_exit(&mut self.child, Instant::now() + limit)
     }
 
+    /// Waits for the process to exit and reaps it with `wait4(2)`, which also gives
+    /// its peak resident set size in KiB (`ru_maxrss`): exact however briefly it ran,
+    /// unlike sampling `/proc`. Fails the test (after killing it) if it still runs
+    /// after [`SAFETY_NET`]. Once reaped, `try_wait` reports an error, so neither
+    /// [`Spawned::is_running`] nor the drop signals the (possibly reused) pid.
+    #[track_caller]
+    pub fn wait_with_peak_rss(&mut self) -> (ExitStatus, u64) {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = self.pid();
+        let deadline = Instant::now() + SAFETY_NET;
+        loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are valid for writes for the duration of the call.
+            let got = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if got == pid {
+                let kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+                return (ExitStatus::from_raw(status), kib);
+            }
+            assert_eq!(
+                got,
+                0,
+                "wait4({pid}) failed: {}",
+                std::io::Error::last_os_error()
+            );
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "the process did not end within {SAFETY_NET:?}; killed it. Its output:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// SIGKILLs the process and reaps it.
     pub fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();
