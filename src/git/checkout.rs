@@ -66,15 +66,19 @@ pub fn under(path: &gix::bstr::BStr, dir: &str) -> bool {
 }
 
 impl Cache {
-    /// Which of `paths` (directories or files of the repository) `commit` lacks.
-    pub fn missing_paths(&self, commit: ObjectId, paths: &[String]) -> Result<Vec<String>> {
-        let tree = self
-            .repo
+    /// The root tree of `commit`.
+    pub(super) fn tree_of(&self, commit: ObjectId) -> Result<gix::Tree<'_>> {
+        self.repo
             .find_commit(commit)
             .map_err(gix_err)?
             .tree()
             .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("failed to read the tree of {commit}"))?;
+            .with_context(|| format!("failed to read the tree of {commit}"))
+    }
+
+    /// Which of `paths` (directories or files of the repository) `commit` lacks.
+    pub fn missing_paths(&self, commit: ObjectId, paths: &[String]) -> Result<Vec<String>> {
+        let tree = self.tree_of(commit)?;
         let mut missing = Vec::new();
         for p in paths {
             let found = tree
@@ -86,6 +90,37 @@ impl Cache {
             }
         }
         Ok(missing)
+    }
+
+    /// What would keep the entrypoint at repository path `rel` from running in
+    /// `commit`, judged from its tree as the pass judges the checked-out file: not
+    /// there, not a regular file, or without its executable bit. A symbolic link is
+    /// left to the pass, which resolves it in the checked-out tree; so is a path
+    /// with `..`.
+    pub fn entrypoint_problem(&self, commit: ObjectId, rel: &str) -> Result<Option<String>> {
+        use gix::object::tree::EntryKind;
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.is_empty() || parts.contains(&"..") {
+            return Ok(None);
+        }
+        let tree = self.tree_of(commit)?;
+        let entry = tree
+            .lookup_entry(parts.iter().copied())
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("failed to look up {rel} in {commit}"))?;
+        Ok(match entry.map(|e| e.mode().kind()) {
+            None => Some(format!("entrypoint {rel:?} does not exist in this commit")),
+            Some(EntryKind::Blob) => Some(format!(
+                "entrypoint {rel:?} is not executable; commit it with its executable bit (git update-index --chmod=+x {rel})"
+            )),
+            Some(EntryKind::Tree | EntryKind::Commit) => {
+                Some(format!("entrypoint {rel:?} is not a regular file"))
+            }
+            Some(EntryKind::BlobExecutable | EntryKind::Link) => None,
+        })
     }
 
     /// The repository paths of the files that differ between `from` and `to`.

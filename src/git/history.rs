@@ -27,6 +27,10 @@ pub struct FileChange {
     /// Lines added and removed; `None` for binary files.
     pub insertions: Option<u32>,
     pub deletions: Option<u32>,
+    /// The file mode before and after, when it changed (`100755 => 100644`: the
+    /// executable bit dropped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode_change: Option<String>,
 }
 
 /// A commit listed in a notification: its id and subject.
@@ -185,16 +189,8 @@ impl Cache {
     pub fn diff_stat(&self, from: Option<ObjectId>, to: ObjectId) -> Result<Vec<FileChange>> {
         use gix::object::tree::diff::ChangeDetached;
         use gix::prelude::TreeDiffChangeExt;
-        let tree = |id: ObjectId| -> Result<gix::Tree<'_>> {
-            self.repo
-                .find_commit(id)
-                .map_err(gix_err)?
-                .tree()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("failed to read the tree of {id}"))
-        };
-        let new = tree(to)?;
-        let old = from.map(tree).transpose()?;
+        let new = self.tree_of(to)?;
+        let old = from.map(|id| self.tree_of(id)).transpose()?;
         let changes = self
             .repo
             .diff_tree_to_tree(old.as_ref(), &new, None)
@@ -206,6 +202,23 @@ impl Cache {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut out = Vec::new();
         for change in changes {
+            let mode_change = match &change {
+                ChangeDetached::Modification {
+                    previous_entry_mode,
+                    entry_mode,
+                    ..
+                }
+                | ChangeDetached::Rewrite {
+                    source_entry_mode: previous_entry_mode,
+                    entry_mode,
+                    ..
+                } if previous_entry_mode != entry_mode => Some(format!(
+                    "{} => {}",
+                    previous_entry_mode.kind().as_octal_str(),
+                    entry_mode.kind().as_octal_str()
+                )),
+                _ => None,
+            };
             let (path, kind, old_path) = match &change {
                 ChangeDetached::Addition {
                     location,
@@ -265,6 +278,7 @@ impl Cache {
                 old_path,
                 insertions: counts.map(|c| c.insertions),
                 deletions: counts.map(|c| c.removals),
+                mode_change,
             });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));

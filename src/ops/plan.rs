@@ -149,8 +149,14 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         }
         _ => ForThisHost::Applies,
     };
+    // The entrypoint as the pass would find it after the checkout.
+    let entrypoint_problem = match here {
+        ForThisHost::Applies => cache.entrypoint_problem(remote, &cfg.rel(&cfg.entrypoint))?,
+        _ => None,
+    };
     let exit = match here {
         ForThisHost::Missing(_) => Exit::EntrypointInvalid,
+        _ if entrypoint_problem.is_some() => Exit::EntrypointInvalid,
         _ => exit_of(&decision),
     };
     let doc = document(
@@ -159,7 +165,7 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         &cache,
         (deployed, remote, class),
         &frozen,
-        (&decision, &here, exit),
+        (&decision, &here, exit, entrypoint_problem.as_deref()),
         (keys.as_ref(), st.unverified.as_ref()),
     )?;
     let text = if json {
@@ -228,7 +234,7 @@ fn document(
     cache: &Cache,
     (deployed, remote, class): (Option<ObjectId>, ObjectId, Classification),
     frozen: &FreezeState,
-    (decision, here, exit): (&Plan, &ForThisHost, Exit),
+    (decision, here, exit, entrypoint_problem): (&Plan, &ForThisHost, Exit, Option<&str>),
     (keys, unverified): (
         Option<&crate::pass::verify::Keys>,
         Option<&crate::state::Unverified>,
@@ -281,6 +287,16 @@ fn document(
             detail: format!("up to date at {}", short(&remote.to_string())),
         },
         Plan::Apply(reason) => match here {
+            ForThisHost::Applies if entrypoint_problem.is_some() => ActionDoc {
+                kind: "invalid",
+                reason: Some(*reason),
+                until: None,
+                detail: format!(
+                    "fail: {} in {}; nothing would run",
+                    entrypoint_problem.unwrap_or_default(),
+                    short(&remote.to_string())
+                ),
+            },
             ForThisHost::Applies => ActionDoc {
                 kind: "apply",
                 reason: Some(*reason),
@@ -480,7 +496,12 @@ fn render(d: &PlanDoc) -> String {
                 _ => "binary".into(),
             };
             let letter = &f.change[..1].to_uppercase();
-            out.push(format!("  {letter} {:width$} | {counts}", f.path));
+            let mode = f
+                .mode_change
+                .as_deref()
+                .map(|m| format!(" (mode {m})"))
+                .unwrap_or_default();
+            out.push(format!("  {letter} {:width$} | {counts}{mode}", f.path));
         }
     }
     if d.entrypoint_changed {

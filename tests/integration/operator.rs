@@ -1160,3 +1160,50 @@ fn freeze_unfreeze_and_rollback_each_send_one_message() {
     );
     assert!(rx.errors().is_empty(), "{:?}", rx.errors());
 }
+
+/// Found by a new operator: `plan` promised "apply" for a commit whose `run.sh`
+/// lost its executable bit, and the next pass failed with exit 6. Plan judges the
+/// entrypoint in the tip's tree as the pass would, and lists the mode change.
+#[test]
+fn plan_of_a_tip_whose_entrypoint_lost_its_executable_bit_is_invalid_and_shows_the_mode() {
+    let mut h = Host::new();
+    h.origin.commit(&[("run.sh", RECORD)], "first");
+    deploy(&h);
+    crate::common::git(h.origin.path(), &["update-index", "--chmod=-x", "run.sh"]);
+    crate::common::git(
+        h.origin.path(),
+        &["commit", "-q", "-m", "run.sh not executable"],
+    );
+    let before = snapshot(&h.state);
+
+    let doc = plan_json(&h, 6);
+    assert_eq!(doc["action"]["kind"], "invalid", "{doc:#}");
+    let detail = doc["action"]["detail"].as_str().unwrap();
+    assert!(detail.contains("not executable"), "{detail}");
+    assert_eq!(
+        file_entry(&doc, "run.sh")["mode_change"],
+        "100755 => 100644"
+    );
+    let text = plan_text(&h, 6);
+    assert!(text.contains("(mode 100755 => 100644)"), "{text}");
+    assert!(text.contains("not executable"), "{text}");
+    assert_eq!(snapshot(&h.state), before, "plan must change nothing");
+
+    // What plan said is what the pass does.
+    let out = h.pass(&[]);
+    out.assert_code(6);
+    assert!(out.stderr.contains("not executable"), "{out}");
+
+    // A tip without the entrypoint at all is invalid too.
+    crate::common::git(h.origin.path(), &["rm", "-q", "-f", "run.sh"]);
+    crate::common::git(h.origin.path(), &["commit", "-q", "-m", "no entrypoint"]);
+    let doc = plan_json(&h, 6);
+    assert_eq!(doc["action"]["kind"], "invalid", "{doc:#}");
+    assert!(
+        doc["action"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{doc:#}"
+    );
+}
