@@ -224,7 +224,7 @@ pub struct PassArgs {
     pub trigger_file: Option<PathBuf>,
 
     /// Decrypt the commit's *.age files for the entrypoint (on), or treat them as ordinary files (off)
-    #[arg(long, env = "GITOPS_SECRETS", value_name = "on|off", default_value = "on", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "GITOPS_SECRETS", value_name = "on|off", default_value = "on", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), hide_possible_values = true)]
     pub secrets: bool,
 
     /// age identity to decrypt secrets with (native AGE-SECRET-KEY file or SSH private key); repeatable [default: the SSH host key]

@@ -263,12 +263,21 @@ pub fn man_page(w: &mut dyn std::io::Write) -> Result<()> {
         }
     }
     roff.control("SH", ["EXIT STATUS"]);
+    // The table's rows start with a code; the closing note about `plan` is a paragraph.
+    let mut note = Vec::new();
     for line in EXIT_CODES_HELP.lines().skip(1) {
         let line = line.trim();
         let (code, text) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        roff.control("TP", [])
-            .text([bold(code)])
-            .text([roman(text.trim())]);
+        if code.bytes().all(|b| b.is_ascii_digit()) {
+            roff.control("TP", [])
+                .text([bold(code)])
+                .text([roman(text.trim())]);
+        } else {
+            note.push(line.replace('`', ""));
+        }
+    }
+    if !note.is_empty() {
+        roff.control("PP", []).text([roman(note.join(" "))]);
     }
     roff.control("SH", ["ENVIRONMENT"]);
     roff.text([roman(

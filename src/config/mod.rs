@@ -238,6 +238,9 @@ fn refuse_pass_flags_with_a_command(matches: &clap::ArgMatches) -> Result<()> {
     Ok(())
 }
 
+/// The configuration the shipped systemd units read.
+const SYSTEM_CONFIG: &str = "/etc/gitops-run/config";
+
 /// Resolve `args` (with the environment and the config file) into settings.
 /// `cwd` makes relative paths absolute; `credentials_dir` is systemd's
 /// `$CREDENTIALS_DIRECTORY`.
@@ -253,11 +256,22 @@ pub fn resolve(
         cwd.join(&cli.common.state_dir)
     };
     let creds = credentials_dir;
+    let config = cli.common.config.as_deref();
+    let announces = matches!(
+        cli.command,
+        Some(cli::Command::Freeze { .. } | cli::Command::Unfreeze { .. })
+    );
+    if announces && config.is_none() && Path::new(SYSTEM_CONFIG).is_file() {
+        crate::log::info!(
+            "{SYSTEM_CONFIG} exists but is not read without --config: this command acts on {} and sends no notification from it (add --config {SYSTEM_CONFIG} to use the state directory and webhook the timer's passes use)",
+            state_dir.display()
+        );
+    }
     let action = match cli.command {
         Some(cli::Command::Status { json }) => Action::Status { json },
         Some(cli::Command::Plan { json, pass }) => Action::Plan {
             json,
-            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir)?),
+            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir, config)?),
         },
         Some(cli::Command::Freeze {
             reason,
@@ -276,12 +290,12 @@ pub fn resolve(
         Some(cli::Command::Rollback { commit, wait, pass }) => Action::Rollback {
             commit,
             wait,
-            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir)?),
+            settings: Box::new(pass_settings(pass, false, cwd, creds, &state_dir, config)?),
         },
         Some(cli::Command::Receive(args)) => Action::Receive(Box::new(args)),
         Some(cli::Command::Recipient { host_key }) => Action::Recipient { host_key },
         None => {
-            let mut settings = pass_settings(cli.pass, cli.once, cwd, creds, &state_dir)?;
+            let mut settings = pass_settings(cli.pass, cli.once, cwd, creds, &state_dir, config)?;
             if cli.no_soak {
                 settings.soak = None;
             }
@@ -375,9 +389,19 @@ fn pass_settings(
     cwd: &Path,
     credentials_dir: Option<&Path>,
     state_dir: &Path,
+    config: Option<&Path>,
 ) -> Result<PassSettings> {
     let Some(repo) = p.repo.as_deref() else {
-        return Err(fail(Exit::Usage, "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it"));
+        return Err(fail(
+            Exit::Usage,
+            match config {
+                Some(file) => format!(
+                    "no repository configured: {} sets no GITOPS_REPO (are all its lines still commented out, as in the shipped example?); set GITOPS_REPO=URL there, or pass --repo URL",
+                    file.display()
+                ),
+                None => "no repository configured: pass --repo URL, set GITOPS_REPO, or name a --config file that sets it".into(),
+            },
+        ));
     };
     let repo = RepoUrl::parse(repo, cwd)?;
     if p.branch.trim().is_empty()
