@@ -1112,3 +1112,20 @@ fn status_text_before_and_after_a_deploy() {
     assert_eq!(doc["last_pass"]["outcome"], "applied", "{doc:#}");
     assert_eq!(doc["last_pass"]["exit_code"], 0, "{doc:#}");
 }
+
+/// The shipped example config has every line commented out: a pass reading it
+/// says which file sets no repository, not only that none is configured.
+#[test]
+fn a_config_file_without_a_repository_is_named_in_the_usage_error() {
+    let state = StateDir::new();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("config");
+    fs::write(&conf, "# GITOPS_REPO=ssh://git@git.example.com/ops.git\n").unwrap();
+    let out = run(bin()
+        .arg("--config")
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(state.path()));
+    expect_clean_error(&out, 2, "sets no GITOPS_REPO");
+    assert!(out.stderr.contains(conf.to_str().unwrap()), "{out}");
+}
