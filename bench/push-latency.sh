@@ -23,14 +23,41 @@
 #
 # Run as root: bash bench/push-latency.sh. Knobs:
 #   LATENCY_PUSHES  pushes of each kind (default 7, at least 5)
+#   LATENCY_RESULTS where to write the summary (JSON, below; default
+#                   target/e2e/push-latency/summary.json, which the next run
+#                   removes with the rest of that directory)
 #   E2E_DEB         test this .deb instead of building one (as tests/e2e/run.sh)
 #   E2E_KEEP        keep the container's files (target/e2e/rootfs-run)
 # Logs: target/e2e/push-latency/. Network: 127.0.0.1 only (and apt and the
-# first debootstrap, as the e2e test).
+# first debootstrap, as the e2e test). The container has the e2e test's
+# machine name: the script refuses to start while one of that name runs.
+#
+# The summary, read by bench/report.py (bench/run.sh: BENCH_PUSH_LATENCY,
+# BENCH_PUSH_RESULTS), is one JSON object:
+#   format         1
+#   date           when the samples were taken (UTC, "2026-12-02T05:35Z")
+#   pushes         pushes of each kind
+#   timer_expected_secs, min_interval_secs   the constants below
+#   package        {file, version, sha256, gitops_run_version, source}:
+#                  source is "built from revision R" or "given (E2E_DEB)"
+#   machine        {nproc, cpu, memory, kernel, os, container_os,
+#                  container_systemd, load_start, load_end} (strings)
+#   samples        {"cold": [...], "warm": [...]}, one object a push:
+#                  {total, receiver, systemd, pass} in seconds, in the order
+#                  taken; total is the request to the entrypoint's start
 set -Eeuo pipefail
 shopt -s inherit_errexit
+caller_dir=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 top=$PWD
+results=${LATENCY_RESULTS:-$top/target/e2e/push-latency/summary.json}
+case "$results" in /*) ;; *) results=$caller_dir/$results ;; esac
+# The e2e test boots a container of the same machine name on the same
+# loopback: never beside it.
+if pgrep -f -- '--machine=gitops-e2e( |$)' >/dev/null; then
+    echo "push-latency: a container named gitops-e2e runs (the e2e test?); try again when it has stopped" >&2
+    exit 1
+fi
 e2e_name=push-latency
 e2e_run=$top/target/e2e/push-latency
 # shellcheck source=tests/e2e/lib.sh
@@ -50,6 +77,11 @@ echo "push-latency: applying $GITOPS_COMMIT"'
 e2e_start
 step_install_tools curl openssl
 step_build_deb
+if [ -n "${E2E_DEB:-}" ]; then
+    deb_source="given (E2E_DEB)"
+else
+    deb_source="built from revision $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+fi
 step_rootfs
 step_git_daemon
 c0=$(commit "first" "$entry")
@@ -126,6 +158,7 @@ wait_until 60 "gitops-run.service is no longer running" unit_settled
 ok "first deployment ${c0:0:12} by a push (not measured)"
 
 begin measure
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for _ in $(seq 1 "$PUSHES"); do
     push cold
     push warm
@@ -145,11 +178,46 @@ for kind in cold warm; do
     read -r rmed _ _ < <(stats "$kind" 3)
     read -r smed _ _ < <(stats "$kind" 4)
     read -r pmed _ _ < <(stats "$kind" 5)
-    say "$(printf '%s receiver: median %.2f s (min %.2f, max %.2f) over %d pushes; stage medians: receiver %.3f, systemd %.3f, pass %.3f' \
+    say "$(printf '%s push to entrypoint: median %.2f s (min %.2f, max %.2f) over %d pushes; stage medians: receiver %.3f, systemd %.3f, pass %.3f' \
         "$kind" "$med" "$min" "$max" "$PUSHES" "$rmed" "$smed" "$pmed")"
     say "$(awk -v m="$med" -v t="$TIMER_EXPECTED_SECS" -v k="$kind" 'BEGIN {
         printf "%s: %.2f s against the timer'"'"'s expected %d s: %.2f%% of it, %.0f times faster", k, m, t, 100 * m / t, t / m }')"
 done
 cp "$run/samples" "$run/samples.txt"
 ok "samples in $run/samples.txt (kind, total, receiver, systemd, pass; seconds)"
+
+# The summary (see the top of this file), written whole or not at all.
+mkdir -p "$(dirname "$results")"
+jq -n --rawfile samples "$run/samples" \
+    --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    --argjson pushes "$PUSHES" \
+    --argjson timer "$TIMER_EXPECTED_SECS" \
+    --argjson min_interval "$MIN_INTERVAL_SECS" \
+    --arg deb_file "$(basename "$deb")" \
+    --arg deb_version "$(dpkg-deb -f "$deb" Version)" \
+    --arg deb_sha256 "$(sha256sum "$deb" | cut -d' ' -f1)" \
+    --arg deb_source "$deb_source" \
+    --arg gitops_version "$(inside gitops-run --version)" \
+    --arg nproc "$(nproc)" \
+    --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+    --arg memory "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)" \
+    --arg kernel "$(uname -srm)" \
+    --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
+    --arg container_os "$(. "$rootfs/etc/os-release" && echo "$PRETTY_NAME")" \
+    --arg container_systemd "$(inside systemctl --version | head -n 1)" \
+    --arg load_start "$load_start" \
+    --arg load_end "$(cut -d' ' -f1-3 /proc/loadavg)" '
+    ($samples | split("\n") | map(select(length > 0) | split(" "))) as $rows
+    | def kind($k): [$rows[] | select(.[0] == $k)
+        | {total: (.[1] | tonumber), receiver: (.[2] | tonumber), systemd: (.[3] | tonumber), pass: (.[4] | tonumber)}];
+    {format: 1, date: $date, pushes: $pushes,
+     timer_expected_secs: $timer, min_interval_secs: $min_interval,
+     package: {file: $deb_file, version: $deb_version, sha256: $deb_sha256,
+               gitops_run_version: $gitops_version, source: $deb_source},
+     machine: {nproc: $nproc, cpu: $cpu, memory: $memory, kernel: $kernel, os: $os,
+               container_os: $container_os, container_systemd: $container_systemd,
+               load_start: $load_start, load_end: $load_end},
+     samples: {cold: kind("cold"), warm: kind("warm")}}' > "$results.tmp"
+mv -f "$results.tmp" "$results"
+ok "summary in $results"
 step=cleanup

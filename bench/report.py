@@ -3,6 +3,7 @@
 gitops-run / baseline, targets with PASS/MISS; print it and write the report.
 
     report.py RESULTS_DIR OUTPUT.md
+    report.py --check-push SUMMARY.json   (exit 1 with the reason if unusable)
 
 RESULTS_DIR holds ID.json (hyperfine --export-json), ID.rss (peak RSS in KiB,
 one sample a line), ID.bytes ("requests bytes_sent bytes_received" per run over
@@ -10,8 +11,11 @@ HTTP, from nginx's access log), ID.fsync ("all fsync fdatasync sync_file_range"
 calls per run, from strace -c), ID.cpu (the server's CPU time per no-op poll in
 ns, one batch a line), ID.commits (commits in the repository a first deployment
 left behind), machine.txt (KEY=VALUE) and verify.txt (KEY=VALUE, the parameters
-of bench/verify.sh, read as verify_KEY). Rows whose results are all missing (a
-part skipped with a BENCH_* knob) are left out.
+of bench/verify.sh, read as verify_KEY) and push-latency.json (the summary of
+bench/push-latency.sh, described at the top of that script; machine.txt's
+push_source says whether this run measured it or took it from an earlier run).
+Rows whose results are all missing (a part skipped with a BENCH_* knob) are
+left out.
 """
 
 import json
@@ -19,7 +23,7 @@ import os
 import statistics
 import sys
 
-RES, OUT = sys.argv[1], sys.argv[2]
+RES = OUT = None  # set by main()
 
 # The timer's period: 5 minutes after the previous pass, plus a random delay of
 # up to 60 s (mean 30 s). See docs/fleet.md, "Load on the Git server".
@@ -99,6 +103,87 @@ def rows(m):
         ("No-op pass, keys configured, `--verify all`, file://", "time",
          "verify-noop-all", "verify-noop-none", NAMES["unverified"], None),
     ]
+
+
+PUSH_FILE = "push-latency.json"
+PUSH_KINDS = ("cold", "warm")
+PUSH_STAGES = ("receiver", "systemd", "pass")
+# What the push-to-entrypoint rows compare with: a push waits on average half
+# the shipped timer's interval (OnUnitInactiveSec=5min) for a pass.
+PUSH_BASELINE = "the timer's expected wait (OnUnitInactiveSec=5min: half of 5 min)"
+
+
+def load_push(path):
+    """The summary of bench/push-latency.sh at PATH: the parsed object, its
+    samples checked (each kind a non-empty list of objects with a finite,
+    non-negative number for total and each stage). Raises ValueError saying
+    what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ValueError(f"failed to read the push-latency summary {path}: {e.strerror}") from e
+    except ValueError as e:
+        raise ValueError(f"failed to parse the push-latency summary {path}: {e}") from e
+    where = f"the push-latency summary {path}"
+    if not isinstance(doc, dict) or doc.get("format") != 1:
+        raise ValueError(f"{where} is not of format 1 (bench/push-latency.sh writes it)")
+    expected = doc.get("timer_expected_secs")
+    if not isinstance(expected, (int, float)) or isinstance(expected, bool) or not expected > 0:
+        raise ValueError(f"{where}: timer_expected_secs is not a positive number")
+    samples = doc.get("samples")
+    if not isinstance(samples, dict):
+        raise ValueError(f"{where}: no samples object")
+    for kind in PUSH_KINDS:
+        xs = samples.get(kind)
+        if not isinstance(xs, list) or not xs:
+            raise ValueError(f"{where}: no {kind} samples")
+        for i, x in enumerate(xs):
+            for key in ("total",) + PUSH_STAGES:
+                v = x.get(key) if isinstance(x, dict) else None
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf"):
+                    raise ValueError(f"{where}: {kind} sample {i + 1} has no valid {key!r}")
+    for key in ("package", "machine"):
+        if not isinstance(doc.get(key), dict):
+            doc[key] = {}
+    return doc
+
+
+def push_values(doc, kind, key):
+    """One column of the push samples of KIND: total or a stage, in seconds."""
+    return [float(x[key]) for x in doc["samples"][kind]]
+
+
+def push_rows(doc):
+    """The Results rows of the push-to-entrypoint times, in the table's columns."""
+    expected = float(doc["timer_expected_secs"])
+    out = []
+    for kind, how in (("cold", "socket-activated receiver"), ("warm", "receiver already running")):
+        xs = push_values(doc, kind, "total")
+        ratio = statistics.median(xs) / expected
+        out.append(f"| Push to entrypoint, {kind} ({how}) | {fmt_spread('time', xs)} | {PUSH_BASELINE} | "
+                   f"{expected:g} s | {fmt_ratio(ratio)} | — | — |")
+    return out
+
+
+def push_stage_table(doc):
+    table = [
+        "| Kind | Pushes | Push to entrypoint | receiver | systemd | pass |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in PUSH_KINDS:
+        cols = [fmt_spread("time", push_values(doc, kind, key)) for key in ("total",) + PUSH_STAGES]
+        table.append(f"| {kind} | {len(doc['samples'][kind])} | " + " | ".join(cols) + " |")
+    return table
+
+
+def push_origin(m, doc):
+    """Where the push figures come from, as a sentence."""
+    date = doc.get("date", "?")
+    if m.get("push_source") == "run":
+        return f"measured in this run (`BENCH_PUSH_LATENCY=1`) at {date}"
+    return (f"not measured in this run: taken from an earlier run's summary "
+            f"(`BENCH_PUSH_RESULTS={m.get('push_file', '?')}`), measured at {date}")
 
 
 def load_machine():
@@ -215,7 +300,23 @@ def fmt_target(kind, target):
 
 
 def main():
+    global RES, OUT
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-push":
+        try:
+            load_push(sys.argv[2])
+        except ValueError as e:
+            sys.exit(f"report.py: {e}")
+        return
+    if len(sys.argv) != 3:
+        sys.exit("usage: report.py RESULTS_DIR OUTPUT.md | report.py --check-push SUMMARY.json")
+    RES, OUT = sys.argv[1], sys.argv[2]
     m = load_machine()
+    push = None
+    if os.path.exists(os.path.join(RES, PUSH_FILE)):
+        try:
+            push = load_push(os.path.join(RES, PUSH_FILE))
+        except ValueError as e:
+            sys.exit(f"report.py: {e}")
     commands = {}
     if os.path.exists(os.path.join(RES, "commands.tsv")):
         for line in open(os.path.join(RES, "commands.tsv"), encoding="utf-8"):
@@ -250,13 +351,15 @@ def main():
             if not ok:
                 verdicts.append((label, bname, how, x, value))
         table.append(f"| {label} | {gv} | {bname} | {bv} | {rv} | {fmt_target(kind, target)} | {result} |")
+    if push is not None:
+        table += push_rows(push)
 
     details = [
         "| Result | Command | Runs | Median | Mean ± σ | Min | Max |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in sorted(os.listdir(RES)):
-        if not name.endswith(".json"):
+        if not name.endswith(".json") or name == PUSH_FILE:
             continue
         with open(os.path.join(RES, name), encoding="utf-8") as f:
             r = json.load(f)["results"][0]
@@ -359,6 +462,14 @@ def main():
             f"  {m.get('verify_runs_apply', '?')} runs of the applying pass and {m.get('verify_runs_noop', '?')} of "
             f"the no-op pass, after {m.get('verify_warmup', '?')} warm-up run(s) each.",
         ]
+    if push is not None:
+        pm = push["machine"]
+        lines += [
+            f"- Push to entrypoint (`bench/push-latency.sh`): {push_origin(m, push)}, on "
+            f"{pm.get('nproc', '?')} cores ({pm.get('cpu', '?')}), {pm.get('kernel', '?')}, load average "
+            f"{pm.get('load_start', '?')} at its start and {pm.get('load_end', '?')} at its end. Details under",
+            "  \"Push to entrypoint, by stage\".",
+        ]
     lines += [
         "",
         "## Results",
@@ -445,7 +556,37 @@ def main():
         "  runs its trivial `run.sh`. *No-op pass, keys configured*: the tip is deployed and the",
         "  branch has not moved, so there is nothing to verify: the row shows what configuring",
         "  the keys costs such a pass.",
-        "",
+    ]
+    if push is not None:
+        lines += [
+            "- *Push to entrypoint* (`bench/push-latency.sh`, docs/receive.md \"Latency\"): the Debian",
+            "  package installed in a Debian container booted with `systemd-nspawn`, the push receiver",
+            "  set up through the shipped units (`gitops-run-receiver.socket`, `gitops-run-trigger.path`)",
+            "  and the timer disabled. Each push is one new commit and one signed GitHub push event sent",
+            "  with `curl`, timed until the first line of the commit's `run.sh` records the time; stages",
+            "  from the container's journal: *receiver* (request to trigger file written), *systemd*",
+            "  (trigger to `gitops-run.service` starting), *pass* (the unit's start to the",
+            f"  entrypoint's: fetch, checkout). {push.get('pushes', '?')} pushes of each kind: *cold* with the",
+            "  receiver stopped before the request (the socket starts it, as after a minute without",
+            f"  pushes), *warm* with it still running (more than its {push.get('min_interval_secs', '?')} s `--min-interval` after the",
+            f"  previous request). The baseline is the {push['timer_expected_secs']:g} s a push waits on average for the shipped",
+            "  timer's next pass, not counting its random delay of up to 60 s.",
+        ]
+    lines += [""]
+    if push is not None:
+        pp, pm = push["package"], push["machine"]
+        lines += ["## Push to entrypoint, by stage", ""]
+        lines += [
+            "Median (min–max) over the pushes of each kind; the three stages of a push add up to its",
+            "push-to-entrypoint time (see \"What each row runs\"). The package: "
+            f"`{pp.get('file', '?')}` ({pp.get('gitops_run_version', '?')}; {pp.get('source', '?')}; "
+            f"sha256 {str(pp.get('sha256', '?'))[:12]}…), in a {pm.get('container_os', '?')} container "
+            f"({pm.get('container_systemd', '?')}); host: {pm.get('os', '?')}, {pm.get('memory', '?')} of memory.",
+            "",
+        ]
+        lines += push_stage_table(push)
+        lines += [""]
+    lines += [
         "## Machine",
         "",
     ]

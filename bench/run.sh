@@ -22,7 +22,11 @@
 # 6. what verifying commit signatures costs a pass (bench/verify.sh, file://):
 #    a pass applying a tip 1,000 signed commits ahead with --verify all, and a
 #    no-op pass with the keys configured, each against the same pass without
-#    verification.
+#    verification;
+# 7. optional (BENCH_PUSH_LATENCY=1): the time from a push event to the
+#    entrypoint starting, through the Debian package's units in a container
+#    (bench/push-latency.sh), against the timer's expected wait; or the
+#    summary of an earlier run of that script (BENCH_PUSH_RESULTS).
 #
 # Run as root, it installs what it needs (hyperfine, time, strace, nginx-light,
 # fcgiwrap, openssh-server, python3-venv; ansible-core from PyPI into a venv
@@ -50,9 +54,20 @@
 #                     That script's knobs BENCH_COMMITS, BENCH_RUNS_APPLY and
 #                     BENCH_RUNS_NOOP are passed on to it, BENCH_WARMUP too; its
 #                     work directory is verify/ in the run directory.
+#   BENCH_PUSH_LATENCY 1 runs bench/push-latency.sh last (default 0; as root
+#                     only: it boots a systemd-nspawn container of the e2e
+#                     test's machine name, and builds the .deb unless E2E_DEB
+#                     names one; LATENCY_PUSHES is passed on). Its summary is
+#                     kept as push-latency.json in the results directory, its
+#                     output as push-latency.log.
+#   BENCH_PUSH_RESULTS with BENCH_PUSH_LATENCY=0: the summary (JSON) of an
+#                     earlier run of bench/push-latency.sh, copied into the
+#                     results; the report says it was not measured in this run
+#                     and when it was. Unset: no push rows.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CALLER_HOME=${HOME:-}   # the run's own HOME replaces it below; cargo needs this one
 BENCH=$ROOT/bench
 WORK=${BENCH_WORK:-$ROOT/target/bench}
 OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
@@ -68,13 +83,25 @@ SERVER_CPU=${BENCH_SERVER_CPU:-1}
 SSH=${BENCH_SSH:-1}
 CPU_POLLS=${BENCH_CPU_POLLS:-40}
 VERIFY=${BENCH_VERIFY:-1}
+PUSH_LATENCY=${BENCH_PUSH_LATENCY:-0}
+PUSH_RESULTS=${BENCH_PUSH_RESULTS:-}
 CPU_BATCHES=3
+# The summary as the report names it: relative to the checkout when inside it,
+# else its file name only (no path of this machine in the report).
+PUSH_SHOWN=''
+if [ -n "$PUSH_RESULTS" ]; then
+    PUSH_RESULTS=$(realpath -m -- "$PUSH_RESULTS")
+    PUSH_SHOWN=$(realpath -m --relative-base="$ROOT" -- "$PUSH_RESULTS")
+    case "$PUSH_SHOWN" in /*) PUSH_SHOWN=$(basename -- "$PUSH_RESULTS") ;; esac
+fi
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
 for v in BENCH_WORK BENCH_OUT BENCH_RUNS_FAST BENCH_RUNS_SLOW BENCH_WARMUP BENCH_POLLS BENCH_ANSIBLE \
          BENCH_BEFORE BENCH_V0 BENCH_LARGE BENCH_SERVER_CPU BENCH_SSH BENCH_CPU_POLLS \
-         BENCH_VERIFY BENCH_COMMITS BENCH_RUNS_APPLY BENCH_RUNS_NOOP; do
+         BENCH_VERIFY BENCH_COMMITS BENCH_RUNS_APPLY BENCH_RUNS_NOOP \
+         BENCH_PUSH_LATENCY LATENCY_PUSHES; do
     [ -n "${!v:-}" ] && COMMAND_LINE="$v=${!v} $COMMAND_LINE"
 done
+[ -n "$PUSH_SHOWN" ] && COMMAND_LINE="BENCH_PUSH_RESULTS=$PUSH_SHOWN $COMMAND_LINE"
 
 say() { printf '\n== [%ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
@@ -84,6 +111,13 @@ case "$WORK" in
 esac
 case "$ROOT" in
     *[[:space:]\"\'\$\\]*) die "the checkout path must not contain spaces, quotes, \$ or backslashes: $ROOT" ;;
+esac
+# The push-latency part is checked now, not after an hour of measurements.
+case "$PUSH_LATENCY" in
+    0) [ -z "$PUSH_RESULTS" ] || python3 "$BENCH/report.py" --check-push "$PUSH_RESULTS" || die "BENCH_PUSH_RESULTS: see above" ;;
+    1) [ -z "$PUSH_RESULTS" ] || die "BENCH_PUSH_LATENCY=1 measures the push latency; BENCH_PUSH_RESULTS takes it from an earlier run: set one of them"
+       [ "$(id -u)" -eq 0 ] || die "BENCH_PUSH_LATENCY=1 needs root (bench/push-latency.sh boots a container)" ;;
+    *) die "BENCH_PUSH_LATENCY must be 0 or 1, not $PUSH_LATENCY" ;;
 esac
 
 # ---------------------------------------------------------------- tools
@@ -171,6 +205,8 @@ mkdir -p "$TRASH"
 [ -e "$RUN" ] && mv "$RUN" "$TRASH/run-$(date +%s%N)"
 mkdir -p "$RUN"/{home,origin,state,clients,results/groups,http/tmp,ssh}
 RES=$RUN/results
+# A summary from an earlier run, copied now: the report reads only the results.
+[ -z "$PUSH_RESULTS" ] || cp -- "$PUSH_RESULTS" "$RES/push-latency.json"
 # Keep git (and ansible) away from the user's and the system's configuration.
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 HOME=$RUN/home
 export LC_ALL=C.UTF-8 TZ=UTC
@@ -707,6 +743,25 @@ if [ "$VERIFY" != 0 ]; then
         bash "$BENCH/verify.sh" > "$RES/verify.md"
 fi
 
+# ------------------------------------------------ 7. push to entrypoint
+# bench/push-latency.sh installs the Debian package in a container and times
+# pushes through the shipped units; last, so that the container never runs
+# beside the other measurements. It builds the package with cargo unless
+# E2E_DEB names one, hence the caller's HOME (where the toolchain is).
+PUSH_FAILED=0
+if [ "$PUSH_LATENCY" = 1 ]; then
+    say "7. push to entrypoint (bench/push-latency.sh; log: $RES/push-latency.log)"
+    if HOME=$CALLER_HOME LATENCY_RESULTS=$RES/push-latency.json \
+        bash "$BENCH/push-latency.sh" > "$RES/push-latency.log" 2>&1; then
+        grep -E 'push to entrypoint: median' "$RES/push-latency.log" >&2 || true
+    else
+        tail -n 30 "$RES/push-latency.log" >&2
+        echo "bench/run.sh: bench/push-latency.sh failed; the report will have no push rows" >&2
+        rm -f "$RES/push-latency.json"
+        PUSH_FAILED=1
+    fi
+fi
+
 # ------------------------------------------------------------ report
 say "report"
 {
@@ -730,6 +785,9 @@ say "report"
     echo "cpu_batches=$CPU_BATCHES"
     echo "sshd=$(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null || echo unknown)"
     echo "revision=$REVISION"
+    if [ -e "$RES/push-latency.json" ]; then
+        if [ "$PUSH_LATENCY" = 1 ]; then echo "push_source=run"; else echo "push_source=file"; echo "push_file=$PUSH_SHOWN"; fi
+    fi
     echo "command=$COMMAND_LINE"
     echo "work=$RUN"
     echo "root=$ROOT"
@@ -756,3 +814,4 @@ say "deleting the previous run and the set-aside directories"
 rm -rf "$TRASH"
 find "$RUN/state" "$RUN/clients" -maxdepth 1 -name '.aside-*' -exec rm -rf {} +
 echo "wrote $OUT ($(( $(date +%s) - STARTED )) s after the build)" >&2
+[ "$PUSH_FAILED" = 0 ] || die "bench/push-latency.sh failed (log: $RES/push-latency.log): the report lacks the push rows"
