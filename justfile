@@ -8,7 +8,7 @@ build:
 release:
     cargo build --release --locked
 
-# Run the whole test suite (installs openssh-server when missing)
+# All tests as CI runs them, e2e last (bash .ci/run); as root, apt-installs missing test servers and tools
 test:
     bash .ci/run
 
@@ -29,8 +29,7 @@ deb:
 lint-deb: deb
     lintian --fail-on error $(ls -t target/debian/gitops-run_*.deb | head -n 1)
 
-# End to end: the .deb in a real systemd (nspawn container), driven by its timer,
-# the push receiver and operator commands; as root
+# End to end, as root: the .deb in a real systemd (nspawn container), its timer, receiver and commands
 e2e:
     bash tests/e2e/run.sh
 
