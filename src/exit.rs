@@ -67,7 +67,7 @@ Exit codes:
   3    fetch failed: repository unreachable or missing, branch missing, auth
   4    refused: upstream history was rewritten (remote behind or diverged)
   5    entrypoint (or health check) failed, or the failing commit waits for its retry
-  6    entrypoint missing, not executable, or outside the checked-out tree
+  6    entrypoint missing, not executable, or outside the checked-out tree; or a --path missing
   7    state directory or state file unsafe, corrupt or foreign
   8    reboot request invalid, or the reboot command failed (when all else succeeded)
   9    unverified: a new commit has no good signature by a trusted key; nothing ran
