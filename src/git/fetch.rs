@@ -212,8 +212,8 @@ impl Cache {
         let Ok(path) = gix::path::from_bstring(parsed.path.clone()) else {
             return false;
         };
-        // The remote's own config is not read (only its refs), nor the system's or
-        // the user's: a git-upload-pack would not apply them to ref names either.
+        // Isolated: the repository's own config (its format) and its refs, nothing
+        // from the system's or the user's config or the environment.
         let options = gix::open::Options::isolated();
         let Ok(remote) = gix::open_opts(path, options) else {
             return false;
