@@ -224,7 +224,7 @@ pub struct PassArgs {
     pub trigger_file: Option<PathBuf>,
 
     /// Decrypt the commit's *.age files for the entrypoint (on), or treat them as ordinary files (off)
-    #[arg(long, env = "GITOPS_SECRETS", value_name = "on|off", default_value = "on", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), hide_possible_values = true)]
+    #[arg(long, env = "GITOPS_SECRETS", value_name = "on|off", default_value = "on", action = ArgAction::Set, ignore_case = true, value_parser = on_off())]
     pub secrets: bool,
 
     /// age identity to decrypt secrets with (native AGE-SECRET-KEY file or SSH private key); repeatable [default: the SSH host key]
@@ -395,6 +395,17 @@ fn clap_error(err: clap::Error) -> anyhow::Error {
             fail(Exit::Usage, format!("{first} (see --help)"))
         }
     }
+}
+
+/// `on`/`off` (as help and completions offer), also the other spellings of a
+/// boolean the config file and environment accept: true/false, yes/no, 1/0.
+fn on_off() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("on").aliases(["true", "yes", "1"]),
+        PossibleValue::new("off").aliases(["false", "no", "0"]),
+    ])
+    .map(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1"))
 }
 
 #[cfg(test)]

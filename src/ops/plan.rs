@@ -90,14 +90,14 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
             ),
         ));
     };
+    let now = Utc::now();
     let keys = cfg
         .verify
         .as_ref()
-        .map(crate::pass::verify::load)
+        .map(|v| crate::pass::verify::load(v, now))
         .transpose()?;
     let loaded = state::load(&layout.state_file())?;
     let mut st = loaded.unwrap_or_else(|| State::new(&cfg.repo.redacted, &cfg.branch));
-    let now = Utc::now();
     let frozen = freeze::load(&layout.freeze_file());
     let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo)?;
     let deployed = crate::pass::sync::deployed_id(&st)?;
@@ -346,14 +346,14 @@ fn document(
             until: None,
             detail: unverified
                 .map(|u| crate::pass::verify::refusal_line(u, false))
-                .unwrap_or_else(|| "refuse: a commit has no good signature".into()),
+                .unwrap_or_else(|| "a commit has no good signature".into()),
         },
         Plan::Refuse(c) => ActionDoc {
             kind: "refuse",
             reason: None,
             until: None,
             detail: format!(
-                "refuse: history was rewritten ({}); nothing would change; deploy it with --allow-rewrite",
+                "history was rewritten ({}); nothing would change; deploy it with --allow-rewrite",
                 c.as_str()
             ),
         },

@@ -87,7 +87,7 @@ pub fn rollback(
     let signer = match cfg.verify.as_ref() {
         None => None,
         Some(v) => {
-            let keys = crate::pass::verify::load(v)?;
+            let keys = crate::pass::verify::load(v, Utc::now())?;
             let raw = cache.raw_commit(id).map_err(|e| {
                 fail(
                     Exit::Unverified,

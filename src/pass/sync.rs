@@ -38,7 +38,11 @@ pub fn sync(
 ) -> Result<Synced> {
     // The keys are read by every pass, so that a broken key file is found at once
     // and a changed key set is used at the next pass.
-    let keys = cfg.verify.as_ref().map(super::verify::load).transpose()?;
+    let keys = cfg
+        .verify
+        .as_ref()
+        .map(|v| super::verify::load(v, now))
+        .transpose()?;
     let keys = keys.as_ref();
     let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo).class(Exit::Internal)?;
     let attempt_before = st.attempt.clone();

@@ -29,12 +29,13 @@ pub struct Keys {
 
 /// Read the trusted keys. A file that cannot be read or parsed is a configuration
 /// error (exit 2) naming the file and line: never "no keys", never "off".
-pub fn load(settings: &VerifySettings) -> Result<Keys> {
+pub fn load(settings: &VerifySettings, now: DateTime<Utc>) -> Result<Keys> {
     let trusted = TrustedKeys::load(
         settings.allowed_signers.as_deref(),
         settings.trusted_keys.as_deref(),
     )
-    .class(Exit::Usage)?;
+    .class(Exit::Usage)?
+    .at(now);
     let digest = format!("{}-{}", trusted.digest(), settings.mode.as_str());
     let (ssh, pgp) = trusted.counts();
     debug!(

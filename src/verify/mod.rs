@@ -185,6 +185,10 @@ impl std::error::Error for Refusal {}
 pub struct TrustedKeys {
     ssh: Vec<allowed_signers::Entry>,
     pgp: Vec<pgp::Key>,
+    /// When the verification happens (Unix seconds), if known: an OpenPGP key
+    /// that has expired by then signs nothing any more, whenever the signature
+    /// says it was made (its creation time is the signer's to choose).
+    now: Option<i64>,
 }
 
 const X509_BEGIN: &[u8] = b"-----BEGIN SIGNED MESSAGE-----";
@@ -218,7 +222,11 @@ impl TrustedKeys {
         if let Some(dir) = trusted_keys_dir {
             pgp = pgp::load_dir(dir)?;
         }
-        Ok(TrustedKeys { ssh, pgp })
+        Ok(TrustedKeys {
+            ssh,
+            pgp,
+            now: None,
+        })
     }
 
     /// A stable hex digest (SHA-256) of the key set: each key's fingerprint with
@@ -241,6 +249,12 @@ impl TrustedKeys {
             hasher.update(b"\n");
         }
         pgp::hex(&hasher.finalize())
+    }
+
+    /// The same keys, judged at `now`: see [`TrustedKeys::now`].
+    pub fn at(mut self, now: chrono::DateTime<chrono::Utc>) -> TrustedKeys {
+        self.now = Some(now.timestamp());
+        self
     }
 
     /// Number of SSH keys (allowed-signers lines) and OpenPGP keys.
@@ -282,7 +296,7 @@ impl TrustedKeys {
                     "the commit has an OpenPGP signature and no trusted OpenPGP keys are configured",
                 ));
             }
-            pgp::verify(&self.pgp, &split.payload, &signature)
+            pgp::verify(&self.pgp, &split.payload, &signature, self.now)
         } else if signature.starts_with(PGP_MESSAGE_BEGIN) {
             Err(Refusal::new(
                 RefusalReason::Unsupported,

@@ -558,7 +558,14 @@ struct Candidate<'a> {
 }
 
 /// Verifies the armored detached signature `armored` over `payload`.
-pub fn verify(keys: &[Key], payload: &[u8], armored: &[u8]) -> Result<Signer, Refusal> {
+/// `now`, when given, is the time of the verification: a key (or signing subkey)
+/// expired by then is refused as `gpg` and `git verify-commit` refuse it.
+pub fn verify(
+    keys: &[Key],
+    payload: &[u8],
+    armored: &[u8],
+    now: Option<i64>,
+) -> Result<Signer, Refusal> {
     let sig = parse_signature(armored)?;
     let issuer = issuer_text(&sig);
     let with_issuer = |r: Refusal| {
@@ -626,7 +633,12 @@ pub fn verify(keys: &[Key], payload: &[u8], armored: &[u8]) -> Result<Signer, Re
         )
         .with_fingerprint(&key.fingerprint));
     };
-    check_validity(c, created).map_err(|r| r.with_fingerprint(&c.key.fingerprint))?;
+    check_validity(c, created)
+        .and_then(|()| match now {
+            Some(now) => check_not_expired(c, now),
+            None => Ok(()),
+        })
+        .map_err(|r| r.with_fingerprint(&c.key.fingerprint))?;
     Ok(Signer {
         kind: SignatureKind::OpenPgp,
         signer: c.key.user_id.clone(),
@@ -779,6 +791,42 @@ fn check_validity(c: &Candidate<'_>, t: i64) -> Result<(), Refusal> {
                     format!("{sub_name} is not bound for signing"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the key that made a signature (and its signing subkey) is still
+/// unexpired at `now`, by the newest self-signature or binding made by then.
+/// The signature's own creation time does not help a key that has expired
+/// since: anyone holding the old key can write any creation time.
+fn check_not_expired(c: &Candidate<'_>, now: i64) -> Result<(), Refusal> {
+    let name = format!("OpenPGP key {} ({:?})", c.key.fingerprint, c.key.user_id);
+    let expired = |what: String, at: i64| {
+        Refusal::new(
+            RefusalReason::KeyExpired,
+            format!(
+                "{what} expired at {}, before this verification ({})",
+                super::show_time(at),
+                super::show_time(now)
+            ),
+        )
+    };
+    if let Some(exp) = binding_at(&c.key.primary.bindings, now)
+        .and_then(|b| b.key_expires)
+        .filter(|&e| now >= e)
+    {
+        return Err(expired(name, exp));
+    }
+    if let Some(sub) = c.subkey {
+        if let Some(exp) = binding_at(&sub.bindings, now)
+            .and_then(|b| b.key_expires)
+            .filter(|&e| now >= e)
+        {
+            return Err(expired(
+                format!("signing subkey {:X} of {name}", sub.fingerprint),
+                exp,
+            ));
         }
     }
     Ok(())

@@ -548,6 +548,35 @@ fn openpgp_key_expired_at_signature_time_is_refused() {
 }
 
 #[test]
+fn openpgp_key_that_expired_after_signing_is_refused_at_verification_time() {
+    let sb = Sandbox::new();
+    let now = chrono::Utc::now();
+    let created = now.timestamp() - 10 * 86_400;
+    // A key made ten days ago with a one-day lifetime signs a commit while it is
+    // still valid (nine days ago, as far as gpg and the signature know)...
+    let fpr = sb.gpg_key(ALICE, "ed25519", "sign", "1d", Some(created));
+    let then = sb.gpg_wrapper(
+        "gpg-then",
+        &["--faked-system-time".into(), format!("{}!", created + 3600)],
+    );
+    let id = sb.commit_gpg(&fpr, "signed while valid", &then);
+    let raw = sb.raw(&id);
+    let keys = pgp_keys(&sb, &[("alice.asc", &sb.gpg_export(&[&fpr], true))]);
+    // ...which is good as of the signature's own time only.
+    keys.verify_commit(&raw).unwrap();
+    // Verified now, as a pass does, the key has expired: refused, as gpg and
+    // `git verify-commit` refuse it (the signer picks the creation time).
+    let r = refusal(&keys.at(now), &raw);
+    assert_eq!(r.reason, RefusalReason::KeyExpired, "{}", r.detail);
+    assert!(
+        r.detail.contains("before this verification"),
+        "{}",
+        r.detail
+    );
+    assert_eq!(r.fingerprint, Some(fpr));
+}
+
+#[test]
 fn openpgp_signature_older_than_the_key_is_not_yet_valid() {
     let sb = Sandbox::new();
     let fpr = sb.gpg_key(ALICE, "ed25519", "sign", "never", None);
