@@ -394,7 +394,7 @@ fn roll_back(
         short(prev)
     );
     let tree = layout.tree(prev);
-    let rolled = match entrypoint::resolve(&tree, &cfg.entrypoint) {
+    let rolled = match entrypoint::resolve(&tree, &cfg.rel(&cfg.entrypoint)) {
         Err(msg) => Err(msg),
         Ok(program) => {
             let secrets_dir = super::secrets::dir_of(cfg.secrets.as_ref(), prev);

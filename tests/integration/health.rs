@@ -821,3 +821,37 @@ fn a_frozen_host_does_not_reconcile() {
     h.pass(&every).assert_code(0);
     assert_eq!(runs(&h)[1..], [ran("reconcile", &a, &a)]);
 }
+
+/// Found by an audit: with `--path`, the health rollback looked for the
+/// entrypoint at the top of the sparse tree (where it is not) and reported an
+/// unknown state although the last good commit was fine.
+#[test]
+fn an_unhealthy_commit_on_a_host_with_a_path_is_rolled_back_to_that_paths_entrypoint() {
+    let mut h = Host::new();
+    let a = h.origin.commit(
+        &[("web/run.sh", SERVE), ("web/healthcheck", CHECK)],
+        "serve",
+    );
+    let path = ["--path", "web"];
+    let extra = [&path[..], FAST_CHECKS].concat();
+    h.pass(&extra).assert_code(0);
+
+    let b = h
+        .origin
+        .commit(&[("web/run.sh", BROKEN)], "break the service");
+    let out = h.pass(&extra);
+    out.assert_code(5);
+    assert_eq!(
+        runs(&h),
+        [
+            ran("initial", &a, "-"),
+            ran("new", &b, &a),
+            ran("health-rollback", &a, &b),
+        ],
+        "{out}"
+    );
+    assert_eq!(serving(&h), a, "the rollback really restored the service");
+    let status = h.state.status_json();
+    assert!(status["unknown_state"].is_null(), "{status:#}");
+    assert_eq!(status["last_pass"]["outcome"], "unhealthy", "{status:#}");
+}
