@@ -155,10 +155,17 @@ pub fn carry_over(before: Option<&LastPass>, pass: &mut LastPass, st: &State, wa
     if pass.exit_code == 0 {
         tally.last_success_at = Some(ended_at(pass));
     }
+    // Passes that walked the commits between the deployed commit and a tip they
+    // could not deploy; and those that hold a tip back (frozen, soaking, refused
+    // by signature), which walk them only when the tip descends from the
+    // deployed commit (else they walked nothing, and nothing is known).
     let tried = matches!(
         pass.outcome,
         Label::Failed | Label::Interrupted | Label::InvalidEntrypoint
-    );
+    ) || (matches!(
+        pass.outcome,
+        Label::Frozen | Label::Soaking | Label::Unverified
+    ) && walked.is_some_and(|n| n > 0));
     if let (true, Some(commits), Some(remote)) = (tried, walked, &pass.remote_commit) {
         tally.behind = Some(Behind {
             deployed: st.deployed.as_ref().map(|d| d.commit.clone()),

@@ -389,10 +389,26 @@ fn clap_error(err: clap::Error) -> anyhow::Error {
             std::process::exit(0);
         }
         _ => {
+            // The message is its first paragraph: the first line and any indented
+            // lines under it (the missing arguments, the possible values).
             let text = err.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            fail(Exit::Usage, format!("{first} (see --help)"))
+            let paragraph: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = match paragraph.split_first() {
+                Some((first, rest)) => {
+                    let first = first.strip_prefix("error: ").unwrap_or(first);
+                    if rest.is_empty() {
+                        first.to_string()
+                    } else {
+                        format!("{first} {}", rest.join(", "))
+                    }
+                }
+                None => "invalid arguments".to_string(),
+            };
+            fail(Exit::Usage, format!("{message} (see --help)"))
         }
     }
 }

@@ -155,6 +155,21 @@ fn sync_with(
         unverified: verify::refused_before(st, &remote_hex, keys),
         now,
     });
+    // How far behind a host is that does not apply the tip (frozen, soaking,
+    // refused by signature): walked so the metrics can say it.
+    let walk_behind = |ended, summary: String| {
+        let (commits, commits_omitted) = match (deployed, class) {
+            (Some(_), Classification::Behind) => {
+                cache.commits_between(deployed, remote, MAX_SUBJECTS)
+            }
+            _ => (Vec::new(), 0),
+        };
+        Synced {
+            commits,
+            commits_omitted,
+            ..synced(ended, summary)
+        }
+    };
     match plan {
         Plan::Nothing => {
             st.failing = None;
@@ -213,7 +228,7 @@ fn sync_with(
             if let Some(r) = st.remote.as_mut() {
                 r.soak_until = Some(until);
             }
-            Ok(synced(
+            Ok(walk_behind(
             Ended::Soaking {
                 commit: remote_hex.clone(),
             },
@@ -231,7 +246,7 @@ fn sync_with(
             let done = super::reconcile::reconcile(cfg, layout, st, clock)?;
             Ok(synced(done.ended, done.summary))
         }
-        Plan::Held(c) => Ok(synced(
+        Plan::Held(c) => Ok(walk_behind(
             Ended::Held { pending: true },
             format!(
                 "frozen: remote {} on {} is not applied ({}); `gitops-run plan` shows what would change, `gitops-run unfreeze` resumes",
@@ -255,7 +270,7 @@ fn sync_with(
                 .unverified
                 .clone()
                 .context("no refusal is recorded for the refused tip")?;
-            Ok(synced(
+            Ok(walk_behind(
                 Ended::Unverified {
                     tip: u.tip.clone(),
                     commit: u.commit.clone(),

@@ -431,6 +431,11 @@ fn every_outcome_leaves_a_file_promtool_accepts_with_the_right_values() {
     m.pass(&[]).assert_code(0);
     assert_eq!(m.outcome(), "frozen");
     assert_eq!(
+        m.value("gitops_run_commits_behind", &[]),
+        Some(1.0),
+        "a frozen host knows how far behind it is"
+    );
+    assert_eq!(
         m.value("gitops_run_refused", &[("reason", "rewrite")]),
         Some(0.0)
     );
