@@ -274,7 +274,7 @@ pub enum Command {
         /// Why the host is frozen (shown by every pass, status and the notification)
         #[arg(long, value_name = "TEXT")]
         reason: String,
-        /// End the freeze by itself: a duration (2h) or a time (RFC 3339, or YYYY-MM-DD HH:MM:SS in local time)
+        /// End the freeze by itself: a duration (2h) or a time (RFC 3339, or YYYY-MM-DD HH:MM[:SS] or YYYY-MM-DD in local time)
         #[arg(long, value_name = "TIME|DURATION")]
         until: Option<String>,
         /// How long to wait for a pass that is applying a commit right now to end

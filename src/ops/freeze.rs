@@ -76,11 +76,18 @@ pub fn freeze(
 
 /// `gitops-run unfreeze`.
 pub fn unfreeze(layout: &Layout, control: Option<&Control>) -> Result<Exit> {
-    check_state_dir(layout)?;
+    let seen_a_pass = check_state_dir(layout)?;
     let path = layout.freeze_file();
     let was = freeze::load(&path);
     if !freeze::remove(&path)? {
-        info!("not frozen: nothing to do");
+        if seen_a_pass {
+            info!("not frozen: nothing to do");
+        } else {
+            info!(
+                "not frozen: nothing to do (no pass has run in {} yet)",
+                layout.root.display()
+            );
+        }
         return Ok(Exit::Ok);
     }
     let by = crate::host::invoking_user();
@@ -152,15 +159,18 @@ fn wait_for_running_apply(layout: &Layout, wait: Duration) -> Result<Option<Stri
     }
 }
 
-/// `--until`: a duration from now (`2h`), or a time (RFC 3339, or
-/// `YYYY-MM-DD HH:MM:SS` in the local zone); it must lie in the future.
+/// `--until`: a duration from now (`2h`), or a time (RFC 3339, or a local
+/// `YYYY-MM-DD HH:MM[:SS]` (space or `T`), or a day `YYYY-MM-DD` from its
+/// midnight); it must lie in the future.
 pub fn parse_until(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let at = if let Ok(d) = crate::duration::parse(text) {
         chrono::Duration::from_std(d)
             .ok()
             .and_then(|d| now.checked_add_signed(d))
     } else {
-        crate::decide::reboot::parse_request(text, &chrono::Local).ok()
+        crate::decide::reboot::parse_request(text, &chrono::Local)
+            .ok()
+            .or_else(|| local_time(text.trim(), &chrono::Local))
     };
     match at {
         Some(t) if t > now => Ok(t),
@@ -170,15 +180,56 @@ pub fn parse_until(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         )),
         None => Err(fail(
             Exit::Usage,
-            format!("--until {text:?} is neither a duration (2h, 1d) nor a time (2026-12-24T18:00:00Z, or 2026-12-24 18:00:00 in local time)"),
+            format!("--until {text:?} is neither a duration (2h, 1d) nor a time (2026-12-24T18:00:00Z; or in local time 2026-12-24 18:00, 2026-12-24T18:00:00 or 2026-12-24)"),
         )),
     }
+}
+
+/// The other ways people write a local time: without seconds, with a `T`, or a
+/// day alone (its midnight). A time that a DST change skips has no meaning.
+fn local_time<Tz: chrono::TimeZone>(text: &str, zone: &Tz) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn until_takes_local_times_without_seconds_or_zone_and_days() {
+        let zone = chrono::FixedOffset::east_opt(3600).unwrap();
+        let at = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+        assert_eq!(
+            local_time("2030-01-01T10:00:00", &zone),
+            Some(at(2030, 1, 1, 9, 0))
+        );
+        assert_eq!(
+            local_time("2030-01-01 10:00", &zone),
+            Some(at(2030, 1, 1, 9, 0))
+        );
+        assert_eq!(
+            local_time("2030-01-01T10:30", &zone),
+            Some(at(2030, 1, 1, 9, 30))
+        );
+        assert_eq!(
+            local_time("2030-01-01", &zone),
+            Some(at(2029, 12, 31, 23, 0))
+        );
+        assert_eq!(local_time("2030-13-01", &zone), None);
+        assert_eq!(local_time("tomorrow", &zone), None);
+    }
 
     #[test]
     fn until_is_a_duration_or_a_future_time() {

@@ -13,7 +13,7 @@ use crate::decide::plan::{self as decide_plan, Plan, Situation};
 use crate::decide::{Classification, Reason};
 use crate::exit::{fail, Exit};
 use crate::git::{Cache, FileChange, History, ObjectId};
-use crate::log::{short, utc};
+use crate::log::{info, short, utc};
 use crate::pass::sync::ForThisHost;
 use crate::state::freeze::{self, FreezeState};
 use crate::state::{self, Layout, State};
@@ -97,6 +97,12 @@ pub fn plan(layout: &Layout, cfg: &PassSettings, json: bool) -> Result<Exit> {
         .map(|v| crate::pass::verify::load(v, now))
         .transpose()?;
     let loaded = state::load(&layout.state_file())?;
+    if loaded.is_none() {
+        info!(
+            "no pass has run in {} yet: this is what the first pass would do",
+            layout.root.display()
+        );
+    }
     let mut st = loaded.unwrap_or_else(|| State::new(&cfg.repo.redacted, &cfg.branch));
     let frozen = freeze::load(&layout.freeze_file());
     let cache = Cache::open_or_init(&layout.cache(), &cfg.ssh, &cfg.repo)?;
