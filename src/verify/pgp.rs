@@ -104,8 +104,9 @@ pub struct LoneRevocation {
 
 /// Loads every key file of `dir` (see [`KEY_FILE_EXTENSIONS`]; names starting
 /// with a dot are skipped). Anything else in the directory, a file that cannot
-/// be parsed, a key without a valid self-signature, the same key twice, or a
-/// directory without keys is an error naming the file.
+/// be parsed, a key without a valid self-signature, two different versions of
+/// one key, or a directory without keys is an error naming the file (the same
+/// key twice, byte for byte in substance, is kept once).
 pub fn load_dir(dir: &Path) -> Result<Vec<Key>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| {
@@ -152,8 +153,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Key>> {
         let parsed = parse_file(&bytes, &shown)?;
         for key in parsed.keys {
             if let Some(other) = keys.iter().find(|k| k.fingerprint == key.fingerprint) {
+                // The same export twice (a whole keyring exported next to one of
+                // its keys) is harmless; two different versions of one key (one
+                // revoked or extended, the other not) are a mistake to resolve.
+                if other.canonical() == key.canonical() {
+                    continue;
+                }
                 bail!(
-                    "{}: key {} is also in {}; keep one copy",
+                    "{}: key {} is also in {}, in another version (other signatures or a revocation); keep one copy",
                     key.origin,
                     key.fingerprint,
                     other.origin

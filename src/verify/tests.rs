@@ -681,12 +681,24 @@ fn key_files_that_cannot_be_used_are_errors_naming_them() {
         "{err}"
     );
 
+    // The same key exported twice (armored and binary) is kept once...
     let dir = sb.keys_dir(
         "twice",
         &[("a.asc", &good), ("b.gpg", &sb.gpg_export(&[&fpr], false))],
     );
+    let keys = TrustedKeys::load(None, Some(&dir)).unwrap();
+    assert_eq!(keys.counts(), (0, 1));
+    // ...two versions of it (here one with a later expiry) are an error.
+    sb.gpg(&["--quick-set-expire", &fpr, "2y"]);
+    let dir = sb.keys_dir(
+        "versions",
+        &[("a.asc", &good), ("b.gpg", &sb.gpg_export(&[&fpr], false))],
+    );
     let err = format!("{:#}", TrustedKeys::load(None, Some(&dir)).unwrap_err());
-    assert!(err.contains("b.gpg") && err.contains("also in"), "{err}");
+    assert!(
+        err.contains("b.gpg") && err.contains("another version"),
+        "{err}"
+    );
 
     let dir = sb.keys_dir("stray", &[("a.asc", &good), ("README", b"keys for prod")]);
     let err = format!("{:#}", TrustedKeys::load(None, Some(&dir)).unwrap_err());
