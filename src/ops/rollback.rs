@@ -155,10 +155,15 @@ pub fn rollback(
         return Err(fail(
             exit,
             format!(
-                "rollback to {} failed, {} stays deployed and nothing is frozen: {}",
+                "rollback to {} failed, {} stays deployed and no freeze was added: {}",
                 short(&target.commit),
                 short(&deployed.commit),
-                applied.summary
+                // A rollback is not retried by the passes: drop the pass's retry note.
+                applied
+                    .summary
+                    .split("; next retry at")
+                    .next()
+                    .unwrap_or(&applied.summary)
             ),
         ));
     }
