@@ -609,6 +609,52 @@ fn missing_and_wrong_credentials_get_401_and_403_with_one_body_and_change_nothin
     assert!(poll_until(|| rx.trigger.is_file()), "{}", rx.log());
 }
 
+/// Whatever the method, a request without any credential header gets the
+/// same 401 as a POST without one; only a request that presents a
+/// credential learns that POST is wanted (405).
+#[test]
+fn other_methods_without_credentials_get_401_and_with_them_405() {
+    let rx = Rx::start(&[]);
+    for method in ["GET", "PUT", "DELETE", "OPTIONS"] {
+        let raw = format!(
+            "{method} /hooks/gitops-run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let reply = post_raw(rx.addr, raw.as_bytes());
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (401, AUTH_FAILED),
+            "{method}"
+        );
+    }
+    let (headers, _) = push(Forge::GitHub, "refs/heads/main", SECRET);
+    let mut raw =
+        String::from("GET /hooks/gitops-run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in &headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let reply = post_raw(rx.addr, raw.as_bytes());
+    assert_eq!(reply.status, 405, "{reply:?}");
+    // curl's GET, as a person would try it.
+    let out = run(Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .arg(format!("http://{}/hooks/gitops-run", rx.addr))
+        .env("HOME", test_home())
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY"));
+    assert_eq!(out.stdout.trim(), "401", "{out}");
+    assert_eq!(rx.wait_lines(6).len(), 6, "{}", rx.log());
+    assert!(!rx.trigger.exists());
+}
+
 /// Authentication comes first: an unauthenticated push to another branch
 /// gets the same 403 as one to the followed branch (nothing tells a caller
 /// without the secret which branch is followed).
@@ -1164,8 +1210,8 @@ fn bad_setups_refuse_to_start() {
         run_receiver(&[&listen[..], &["--trigger-file", t]].concat(), &[]),
         "no webhook secret",
     );
-    let short = dir.path().join("short");
-    fs::write(&short, "tiny\n").unwrap();
+    let empty = dir.path().join("empty");
+    fs::write(&empty, " \n").unwrap();
     check(
         run_receiver(
             &[
@@ -1174,13 +1220,13 @@ fn bad_setups_refuse_to_start() {
                     "--trigger-file",
                     t,
                     "--secret-file",
-                    short.to_str().unwrap(),
+                    empty.to_str().unwrap(),
                 ],
             ]
             .concat(),
             &[],
         ),
-        "too short",
+        "is empty",
     );
     check(
         run_receiver(
@@ -1234,6 +1280,42 @@ fn bad_setups_refuse_to_start() {
         ),
         "receiver-secret",
     );
+}
+
+/// A short secret is a warning at start, not a refusal: the receiver
+/// names the file and its length on stderr, starts, and accepts a push
+/// signed with that secret.
+#[test]
+fn a_short_secret_is_warned_about_and_works() {
+    let (dir, _secret, run_dir) = rx_dir();
+    let short = dir.path().join("short");
+    fs::write(&short, "tiny-secret\n").unwrap();
+    let trigger = run_dir.join("trigger");
+    let mut cmd = bin();
+    cmd.arg("receive")
+        .args(["--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&short)
+        .arg("--trigger-file")
+        .arg(&trigger);
+    let mut receiver = Spawned::start(&mut cmd, &dir.path().join("receiver.log"));
+    let addr = wait_for_address(&mut receiver);
+    let log = logged(&receiver);
+    let warning = format!(
+        "warning: the webhook secret {} is short (11 bytes); use at least 16 random bytes, \
+         e.g. `openssl rand -hex 32`",
+        short.display()
+    );
+    assert!(log.contains(&warning), "want {warning:?} in:\n{log}");
+    assert!(
+        !log.contains("tiny-secret"),
+        "the secret was logged:\n{log}"
+    );
+    let (headers, body) = push(Forge::GitHub, "refs/heads/main", "tiny-secret");
+    assert_eq!(post(addr, &headers, &body).status, 202);
+    assert!(poll_until(|| trigger.is_file()), "{}", receiver.log());
+    // A long enough secret draws no warning.
+    let rx = Rx::start(&[]);
+    assert!(!rx.log().contains("is short"), "{}", rx.log());
 }
 
 /// A symlink planted under the trigger's name is replaced by the trigger,
