@@ -1318,6 +1318,52 @@ fn a_short_secret_is_warned_about_and_works() {
     assert!(!rx.log().contains("is short"), "{}", rx.log());
 }
 
+/// Without --trigger-file, a receiver started by systemd writes `trigger`
+/// in the first directory of $RUNTIME_DIRECTORY.
+#[test]
+fn the_default_trigger_goes_into_the_runtime_directory() {
+    let (dir, secret, run_dir) = rx_dir();
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut runtime = run_dir.clone().into_os_string();
+    runtime.push(":");
+    runtime.push(&other);
+    let mut cmd = bin();
+    cmd.arg("receive")
+        .args(["--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&secret)
+        .env_remove("GITOPS_TRIGGER_FILE")
+        .env("RUNTIME_DIRECTORY", &runtime);
+    let mut receiver = Spawned::start(&mut cmd, &dir.path().join("receiver.log"));
+    let addr = wait_for_address(&mut receiver);
+    let trigger = run_dir.join("trigger");
+    assert!(
+        logged(&receiver).contains(&format!("trigger {},", trigger.display())),
+        "{}",
+        receiver.log()
+    );
+    let (headers, body) = push(Forge::Generic, "refs/heads/main", SECRET);
+    assert_eq!(post(addr, &headers, &body).status, 202);
+    assert!(poll_until(|| trigger.is_file()), "{}", receiver.log());
+    assert_eq!(fs::read_dir(&other).unwrap().count(), 0);
+
+    // Without it, the documented default. Where that directory does not
+    // exist (no receiver unit ever ran here), the receiver refuses to start
+    // and names it.
+    let default_dir = Path::new(DOC_TRIGGER).parent().unwrap();
+    if !default_dir.exists() {
+        let out = run(bin()
+            .arg("receive")
+            .args(["--listen", "127.0.0.1:0", "--secret-file"])
+            .arg(&secret)
+            .env_remove("GITOPS_TRIGGER_FILE")
+            .env_remove("RUNTIME_DIRECTORY"));
+        assert_eq!(out.code, Some(2), "{out}");
+        assert!(out.stderr.contains(default_dir.to_str().unwrap()), "{out}");
+    }
+}
+
 /// A symlink planted under the trigger's name is replaced by the trigger,
 /// never written through.
 #[test]
@@ -1671,8 +1717,13 @@ fn receiver_units_agree_with_each_other_and_the_binary() {
     );
     let runtime = unit_value(&service, "Service", "RuntimeDirectory");
     let trigger = unit_value(&path, "Path", "PathExists");
+    // systemd sets $RUNTIME_DIRECTORY to /run/<RuntimeDirectory=>; the
+    // receiver writes `trigger` there, and falls back to the same path.
     assert_eq!(trigger, format!("/run/{runtime}/trigger"));
-    assert_eq!(help_default(&["receive"], "--trigger-file"), trigger);
+    assert_eq!(
+        help_default(&["receive"], "--trigger-file"),
+        format!("$RUNTIME_DIRECTORY/trigger (its first directory), else {trigger}")
+    );
     assert_eq!(unit_value(&path, "Path", "Unit"), "gitops-run.service");
     assert!(Path::new(UNITS_DIR).join("gitops-run.service").is_file());
     // Skipped like the service it starts when there is no config.
