@@ -1724,6 +1724,12 @@ fn receiver_units_agree_with_each_other_and_the_binary() {
         help_default(&["receive"], "--trigger-file"),
         format!("$RUNTIME_DIRECTORY/trigger (its first directory), else {trigger}")
     );
+    // Kept across the receiver's idle exits, so that a trigger written
+    // during a long pass is not removed with it.
+    assert_eq!(
+        unit_value(&service, "Service", "RuntimeDirectoryPreserve"),
+        "yes"
+    );
     assert_eq!(unit_value(&path, "Path", "Unit"), "gitops-run.service");
     assert!(Path::new(UNITS_DIR).join("gitops-run.service").is_file());
     // Skipped like the service it starts when there is no config.
