@@ -6,8 +6,9 @@
 //! `--listen`), [`server`] accepts a bounded number of connections, [`http`]
 //! reads one request within limits and a deadline, [`auth`] checks the
 //! forge's signature or token over the raw body, [`event`] decides what the
-//! payload asks for, and [`trigger`] writes the trigger file at most once per
-//! `--min-interval`.
+//! payload asks for, and [`trigger`] writes the trigger file (at once for a
+//! push after a quiet period, once more after a burst, never twice within
+//! `--min-interval`).
 
 mod auth;
 mod event;
