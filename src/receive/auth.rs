@@ -15,8 +15,8 @@ use crate::exit::{fail, Classify, Exit};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A shorter secret is refused: a GitLab token is compared as it is, so a
-/// short one could be guessed.
+/// A shorter secret draws a warning at start (a GitLab token is compared as
+/// it is, so a short one could be guessed); an empty one is refused.
 pub const MIN_SECRET_BYTES: usize = 16;
 /// A secret file larger than this is not a secret but a mistake (or /dev/zero).
 pub const MAX_SECRET_BYTES: u64 = 4096;
@@ -47,6 +47,7 @@ enum Kind {
 pub struct Secret {
     mac: HmacSha256,
     token_digest: [u8; 32],
+    len: usize,
 }
 
 impl std::fmt::Debug for Secret {
@@ -77,6 +78,13 @@ pub fn secret_source(flag: Option<&Path>, creds_dir: Option<&Path>) -> Option<Pa
     }
 }
 
+/// Whether the request carries any credential header (whatever its value).
+pub fn presents_credentials(headers: &Headers) -> bool {
+    CREDENTIAL_HEADERS
+        .iter()
+        .any(|(name, _)| headers.all(name).next().is_some())
+}
+
 impl Secret {
     /// Load the secret from `--secret-file` or the systemd credential.
     pub fn load(flag: Option<&Path>, creds_dir: Option<&Path>) -> Result<Secret> {
@@ -103,30 +111,45 @@ impl Secret {
                 ),
             ));
         }
-        Secret::from_bytes(&raw).map_err(|why| {
+        let secret = Secret::from_bytes(&raw).map_err(|why| {
             fail(
                 Exit::Usage,
                 format!("the webhook secret {}: {why}", path.display()),
+            )
+        })?;
+        if let Some(warning) = secret.short_warning(&path) {
+            crate::log::emit(&format!("gitops-run receive: warning: {warning}"));
+        }
+        Ok(secret)
+    }
+
+    /// The warning for a secret shorter than [`MIN_SECRET_BYTES`] read from
+    /// `path`; `None` when it is long enough.
+    pub fn short_warning(&self, path: &Path) -> Option<String> {
+        (self.len < MIN_SECRET_BYTES).then(|| {
+            format!(
+                "the webhook secret {} is short ({} bytes); use at least {MIN_SECRET_BYTES} \
+                 random bytes, e.g. `openssl rand -hex 32`",
+                path.display(),
+                self.len
             )
         })
     }
 
     /// The secret from the bytes of its file, surrounding whitespace (the
-    /// final newline of `echo` or an editor) removed.
+    /// final newline of `echo` or an editor) removed. An empty secret is
+    /// refused; a short one is accepted ([`Secret::short_warning`]).
     pub fn from_bytes(raw: &[u8]) -> Result<Secret, String> {
         let secret = raw.trim_ascii();
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(format!(
-                "too short ({} bytes, at least {MIN_SECRET_BYTES}); generate one with \
-                 `openssl rand -hex 32`",
-                secret.len()
-            ));
+        if secret.is_empty() {
+            return Err("is empty; generate one with `openssl rand -hex 32`".to_string());
         }
         let mac = HmacSha256::new_from_slice(secret)
             .map_err(|_| "cannot be used as an HMAC key".to_string())?;
         Ok(Secret {
             mac,
             token_digest: Sha256::digest(secret).into(),
+            len: secret.len(),
         })
     }
 
@@ -286,6 +309,23 @@ mod tests {
     }
 
     #[test]
+    fn credential_presence_ignores_other_headers_and_values() {
+        assert!(!presents_credentials(&headers(&[
+            ("X-GitHub-Event", "push"),
+            ("Authorization", "Bearer x"),
+        ])));
+        for name in [
+            "X-Hub-Signature-256",
+            "X-Gitea-Signature",
+            "X-Forgejo-Signature",
+            "X-Signature",
+            "X-Gitlab-Token",
+        ] {
+            assert!(presents_credentials(&headers(&[(name, "")])), "{name}");
+        }
+    }
+
+    #[test]
     fn one_wrong_header_among_right_ones_refuses_the_request() {
         let body = b"{}";
         let hex = sign(body);
@@ -314,10 +354,25 @@ mod tests {
     }
 
     #[test]
-    fn short_or_empty_secrets_are_refused_and_whitespace_is_trimmed() {
+    fn empty_secrets_are_refused_short_ones_warned_about_and_whitespace_is_trimmed() {
         assert!(Secret::from_bytes(b"").is_err());
-        assert!(Secret::from_bytes(b"  short\n").is_err());
+        assert!(Secret::from_bytes(b" \n\t\n").is_err());
+        let path = Path::new("/etc/x/secret");
+        let short = Secret::from_bytes(b"  short\n").unwrap();
+        assert_eq!(
+            short.short_warning(path).as_deref(),
+            Some(
+                "the webhook secret /etc/x/secret is short (5 bytes); use at least 16 random \
+                 bytes, e.g. `openssl rand -hex 32`"
+            )
+        );
+        // A short secret still works.
+        let out = short.check(&headers(&[("X-Gitlab-Token", "short")]), b"{}");
+        assert!(matches!(out, Outcome::Valid(_)), "{out:?}");
+        let exact = Secret::from_bytes(&[b'k'; MIN_SECRET_BYTES]).unwrap();
+        assert_eq!(exact.short_warning(path), None);
         let s = Secret::from_bytes(b"0123456789abcdef-test-secret\n").unwrap();
+        assert_eq!(s.short_warning(path), None);
         let body = b"x";
         let out = s.check(
             &headers(&[("X-Signature", &format!("sha256={}", sign(body)))]),

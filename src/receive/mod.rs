@@ -6,8 +6,9 @@
 //! `--listen`), [`server`] accepts a bounded number of connections, [`http`]
 //! reads one request within limits and a deadline, [`auth`] checks the
 //! forge's signature or token over the raw body, [`event`] decides what the
-//! payload asks for, and [`trigger`] writes the trigger file at most once per
-//! `--min-interval`.
+//! payload asks for, and [`trigger`] writes the trigger file (at once for a
+//! push after a quiet period, once more after a burst, never twice within
+//! `--min-interval`).
 
 mod auth;
 mod event;
@@ -18,16 +19,20 @@ pub mod trigger;
 
 use anyhow::Result;
 use clap::Args;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exit::{fail, Exit};
 
-/// Where the receiver writes its trigger by default: the runtime directory
-/// systemd creates for gitops-run-receiver.service, watched by
-/// gitops-run-trigger.path.
+/// Where the receiver writes its trigger by default when systemd did not
+/// hand it a runtime directory: the one systemd creates for
+/// gitops-run-receiver.service, watched by gitops-run-trigger.path.
 pub const DEFAULT_TRIGGER_FILE: &str = "/run/gitops-run-receiver/trigger";
+/// The trigger's name inside `$RUNTIME_DIRECTORY`.
+pub const TRIGGER_NAME: &str = "trigger";
 
 /// How long a socket-activated receiver waits without requests before it
 /// exits (systemd starts it again on the next connection).
@@ -60,16 +65,11 @@ pub struct ReceiveArgs {
     )]
     pub branch: String,
 
-    /// File created to ask for a pass; gitops-run-trigger.path watches it and the pass removes it
-    #[arg(
-        long,
-        env = "GITOPS_TRIGGER_FILE",
-        value_name = "PATH",
-        default_value = DEFAULT_TRIGGER_FILE
-    )]
-    pub trigger_file: PathBuf,
+    /// File created to ask for a pass; gitops-run-trigger.path watches it and the pass removes it [default: $RUNTIME_DIRECTORY/trigger (its first directory), else /run/gitops-run-receiver/trigger]
+    #[arg(long, env = "GITOPS_TRIGGER_FILE", value_name = "PATH")]
+    pub trigger_file: Option<PathBuf>,
 
-    /// Shortest time between two requests for a pass; pushes in between are merged into the next one
+    /// Shortest time between two requests for a pass; pushes in between (and a burst after its first push) are merged into the next one
     #[arg(long, env = "GITOPS_RECEIVE_MIN_INTERVAL", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub min_interval: Duration,
 
@@ -99,6 +99,24 @@ pub fn idle_exit(explicit: Option<Duration>, socket_activated: bool) -> Option<D
     }
 }
 
+/// The trigger file in force: `--trigger-file` when given; else `trigger` in
+/// the first directory of `runtime_directory` (systemd's
+/// `$RUNTIME_DIRECTORY`, colon-separated when a unit has several) when that
+/// is an absolute path; else [`DEFAULT_TRIGGER_FILE`].
+pub fn trigger_file(explicit: Option<&Path>, runtime_directory: Option<&OsStr>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    let first = runtime_directory
+        .and_then(|dirs| dirs.as_bytes().split(|b| *b == b':').next())
+        .map(|dir| Path::new(OsStr::from_bytes(dir)))
+        .filter(|dir| dir.is_absolute());
+    match first {
+        Some(dir) => dir.join(TRIGGER_NAME),
+        None => PathBuf::from(DEFAULT_TRIGGER_FILE),
+    }
+}
+
 /// Run the receiver until it is idle for the idle period, or is stopped by
 /// SIGTERM or SIGINT. Problems with the options, the secret, the trigger
 /// directory or the socket end it at once with exit 2.
@@ -112,7 +130,11 @@ pub fn run(args: &ReceiveArgs) -> Result<Exit> {
     }
     let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let secret = auth::Secret::load(args.secret_file.as_deref(), creds.as_deref())?;
-    let trigger = trigger::TriggerFile::new(&args.trigger_file)?;
+    let runtime_directory = std::env::var_os("RUNTIME_DIRECTORY");
+    let trigger = trigger::TriggerFile::new(&trigger_file(
+        args.trigger_file.as_deref(),
+        runtime_directory.as_deref(),
+    ))?;
     let (listener, activated) = listen::take(args.listen)?;
     let cfg = server::Config {
         branch: branch.to_owned(),
@@ -127,6 +149,31 @@ pub fn run(args: &ReceiveArgs) -> Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trigger_file_follows_the_flag_then_the_runtime_directory() {
+        let flag = Path::new("/srv/t/trigger");
+        let rd = |s: &str| Some(OsStr::new(s).to_owned());
+        assert_eq!(
+            trigger_file(Some(flag), rd("/run/x").as_deref()),
+            flag.to_path_buf()
+        );
+        assert_eq!(
+            trigger_file(None, rd("/run/x").as_deref()),
+            PathBuf::from("/run/x/trigger")
+        );
+        assert_eq!(
+            trigger_file(None, rd("/run/a:/run/b").as_deref()),
+            PathBuf::from("/run/a/trigger")
+        );
+        for unusable in [None, rd(""), rd(":/run/b"), rd("relative/dir")] {
+            assert_eq!(
+                trigger_file(None, unusable.as_deref()),
+                PathBuf::from(DEFAULT_TRIGGER_FILE),
+                "{unusable:?}"
+            );
+        }
+    }
 
     #[test]
     fn idle_exit_defaults_depend_on_socket_activation() {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::auth::{Outcome, Secret};
+use super::auth::{self, Outcome, Secret};
 use super::event::{self, Verdict};
 use super::http::{self, ReadError, Response};
 use super::trigger::{Scheduler, TriggerFile};
@@ -328,6 +328,12 @@ fn respond(
     let ev = event::event_of(&req.headers);
     line.event = format!("{}/{}", ev.forge.name(), ev.name);
     if req.method != "POST" {
+        // Without any credential, every method gets the same 401 as a POST
+        // without one; only a caller who presents one learns about POST.
+        if !auth::presents_credentials(&req.headers) {
+            let r = Response::new(401, AUTH_FAILED_BODY);
+            return (refused(&mut line, "no credentials", Some(r)), true, line);
+        }
         let why = format!("method {} is not POST", event::loggable(&req.method));
         let mut r = Response::new(405, "only POST\n");
         r.headers.push("Allow: POST".into());

@@ -1,6 +1,7 @@
 //! The trigger file: how the receiver asks for a pass without running one.
-//! The receiver creates it atomically (never through a symlink) at most once
-//! per minimum interval; a path unit (or a short-interval check) sees it and
+//! The receiver creates it atomically (never through a symlink), at once for
+//! a push after a quiet period and once more after a burst ([`next`]), never
+//! twice within the minimum interval; a path unit (or a short-interval check) sees it and
 //! starts a pass; the pass removes it with [`consume_trigger`] before it
 //! fetches, so a push that lands during a pass leaves the file behind and
 //! causes exactly one more pass.
@@ -164,6 +165,15 @@ impl TriggerFile {
     }
 }
 
+/// Requests less than this apart form one burst: the requests of a burst
+/// that were not written at once are written together once the stream of
+/// requests has been quiet this long.
+pub const BURST_QUIET_MILLIS: u64 = 1_000;
+/// A request held back by a burst that never ends is written at the latest
+/// this long after it arrived (and no sooner than the minimum interval after
+/// the last write), so that a flood of requests cannot hold every pass off.
+pub const MAX_DEFER_SECS: u64 = 60;
+
 /// What the writer should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -171,45 +181,113 @@ pub enum Next {
     Idle,
     /// Write the trigger now.
     WriteNow,
-    /// A push is pending; the last write was too recent: wait this long.
+    /// A request is pending and must wait this long (for the minimum
+    /// interval after the last write, or for its burst to end).
     Wait(Duration),
 }
 
-/// Pure rate limit: a pending request is written at once unless the last
-/// write was less than `min_interval` ago; then it waits for the rest. Any
-/// number of pushes in between collapse into that one write.
-pub fn next(
-    now: Instant,
-    last_write: Option<Instant>,
-    pending: bool,
-    min_interval: Duration,
-) -> Next {
-    if !pending {
+/// What the writer knows about the requests and its own writes: the input of
+/// [`next`], updated by [`Timing::request`] and [`Timing::written`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// A request waits to be written.
+    pub pending: bool,
+    /// When the oldest request that waits arrived.
+    pub pending_since: Option<Instant>,
+    /// Whether the oldest request that waits came after a quiet period (at
+    /// least [`BURST_QUIET_MILLIS`] after the request before it, or as the
+    /// first one): it is then written as soon as the minimum interval
+    /// allows. Otherwise it is the tail of a burst, written once the burst
+    /// is over.
+    pub leading: bool,
+    /// When the latest request arrived.
+    pub last_request: Option<Instant>,
+    /// When the trigger was last written (or a write was tried).
+    pub last_write: Option<Instant>,
+}
+
+impl Timing {
+    /// A request for a pass arrived at `now`.
+    pub fn request(self, now: Instant) -> Timing {
+        let quiet_before = self
+            .last_request
+            .is_none_or(|l| now.saturating_duration_since(l) >= burst_quiet());
+        let mut t = self;
+        if !t.pending {
+            t.pending = true;
+            t.pending_since = Some(now);
+            t.leading = quiet_before;
+        }
+        t.last_request = Some(now);
+        t
+    }
+
+    /// The writer takes every waiting request and writes the trigger at
+    /// `now`; requests arriving from now on wait for the next write.
+    pub fn written(self, now: Instant) -> Timing {
+        Timing {
+            pending: false,
+            pending_since: None,
+            leading: false,
+            last_request: self.last_request,
+            last_write: Some(now),
+        }
+    }
+}
+
+fn burst_quiet() -> Duration {
+    Duration::from_millis(BURST_QUIET_MILLIS)
+}
+
+/// How much of `span` is left at `now` when it started at `since` (nothing
+/// when there is no start).
+fn left(now: Instant, since: Option<Instant>, span: Duration) -> Duration {
+    since.map_or(Duration::ZERO, |s| {
+        span.saturating_sub(now.saturating_duration_since(s))
+    })
+}
+
+/// Pure scheduling rule, a leading edge plus a trailing debounce:
+/// - a request that comes after a quiet period is written as soon as the
+///   last write is `min_interval` old (at once, usually);
+/// - the requests of a burst that were not written with its first one are
+///   merged into one write, made when no request came for
+///   [`BURST_QUIET_MILLIS`], and never sooner than `min_interval` after the
+///   last write;
+/// - in a burst that does not end, that write is made at the latest
+///   [`MAX_DEFER_SECS`] after the oldest waiting request (still not sooner
+///   than `min_interval` after the last write).
+///
+/// So a burst shorter than [`MAX_DEFER_SECS`] leads to at most two writes,
+/// the last one after its last request.
+pub fn next(now: Instant, t: &Timing, min_interval: Duration) -> Next {
+    if !t.pending {
         return Next::Idle;
     }
-    match last_write {
-        Some(last) => {
-            let since = now.saturating_duration_since(last);
-            if since >= min_interval {
-                Next::WriteNow
-            } else {
-                Next::Wait(min_interval - since)
-            }
-        }
-        None => Next::WriteNow,
+    let interval = left(now, t.last_write, min_interval);
+    let wait = if t.leading {
+        interval
+    } else {
+        let quiet = left(now, t.last_request, burst_quiet());
+        let deferred = left(now, t.pending_since, Duration::from_secs(MAX_DEFER_SECS));
+        interval.max(quiet.min(deferred))
+    };
+    if wait.is_zero() {
+        Next::WriteNow
+    } else {
+        Next::Wait(wait)
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    pending: bool,
-    last_write: Option<Instant>,
+    timing: Timing,
     stopping: bool,
     writes: u64,
 }
 
 /// Collects requests for a pass from the connection threads and writes the
-/// trigger on its own thread, at most once per minimum interval.
+/// trigger on its own thread, when [`next`] says so.
 pub struct Scheduler {
     state: Mutex<State>,
     wake: Condvar,
@@ -239,13 +317,15 @@ impl Scheduler {
 
     /// Ask for a pass (from any thread). Returns at once.
     pub fn request(&self) {
-        self.lock().pending = true;
+        let mut state = self.lock();
+        state.timing = state.timing.request(Instant::now());
+        drop(state);
         self.wake.notify_all();
     }
 
     /// Whether a request waits to be written.
     pub fn pending(&self) -> bool {
-        self.lock().pending
+        self.lock().timing.pending
     }
 
     /// Write what is pending now, whatever the interval, and end the writer.
@@ -258,14 +338,17 @@ impl Scheduler {
         let mut failures = 0u32;
         let mut state = self.lock();
         loop {
-            let now = Instant::now();
-            let interval = if state.stopping {
-                Duration::ZERO
+            let decision = if state.stopping {
+                // On the way out, a waiting request is written at once.
+                if state.timing.pending {
+                    Next::WriteNow
+                } else {
+                    return;
+                }
             } else {
-                min_interval
+                next(Instant::now(), &state.timing, min_interval)
             };
-            match next(now, state.last_write, state.pending, interval) {
-                Next::Idle if state.stopping => return,
+            match decision {
                 Next::Idle => {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
@@ -277,11 +360,12 @@ impl Scheduler {
                         .0;
                 }
                 Next::WriteNow => {
-                    state.pending = false;
+                    let taken = state.timing;
+                    state.timing = taken.written(Instant::now());
                     drop(state);
                     let result = file.write();
                     state = self.lock();
-                    state.last_write = Some(Instant::now());
+                    state.timing.last_write = Some(Instant::now());
                     match result {
                         Ok(()) => {
                             failures = 0;
@@ -303,7 +387,12 @@ impl Scheduler {
                                 }
                             ));
                             if retry {
-                                state.pending = true;
+                                // The requests taken wait again, as old as
+                                // they were, with those that came meanwhile.
+                                let t = &mut state.timing;
+                                t.pending = true;
+                                t.pending_since = taken.pending_since;
+                                t.leading = taken.leading;
                             } else {
                                 failures = 0;
                             }
@@ -320,19 +409,182 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    const MIN: Duration = Duration::from_secs(5);
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    /// Feed requests at the given offsets (milliseconds) from `t0`, writing
+    /// whenever [`next`] says so, at each request and at each wake-up it
+    /// asks for; the offsets of the writes, up to `until_ms`.
+    fn simulate(t0: Instant, requests: &[u64], until_ms: u64, min: Duration) -> Vec<Duration> {
+        let mut t = Timing::default();
+        let mut writes = Vec::new();
+        let mut wake: Option<Duration> = None;
+        let mut i = 0;
+        loop {
+            // The next event: a request, or the writer's wake-up.
+            let req = requests.get(i).map(|r| ms(*r));
+            let at = match (req, wake) {
+                (Some(r), Some(w)) => r.min(w),
+                (Some(r), None) => r,
+                (None, Some(w)) => w,
+                (None, None) => break,
+            };
+            if at > ms(until_ms) {
+                break;
+            }
+            let now = t0 + at;
+            if req == Some(at) {
+                t = t.request(now);
+                i += 1;
+            }
+            wake = None;
+            match next(now, &t, min) {
+                Next::Idle => {}
+                Next::WriteNow => {
+                    writes.push(at);
+                    t = t.written(now);
+                }
+                Next::Wait(d) => wake = Some(at + d),
+            }
+        }
+        writes
+    }
+
     #[test]
-    fn writes_are_spaced_by_the_interval_and_merged() {
+    fn nothing_pending_is_idle() {
         let t0 = Instant::now();
-        let i = Duration::from_secs(5);
-        assert_eq!(next(t0, None, false, i), Next::Idle);
-        assert_eq!(next(t0, None, true, i), Next::WriteNow);
+        assert_eq!(next(t0, &Timing::default(), MIN), Next::Idle);
+        let t = Timing::default().request(t0).written(t0);
+        assert_eq!(next(t0 + ms(100_000), &t, MIN), Next::Idle);
+    }
+
+    #[test]
+    fn a_first_or_isolated_request_is_written_at_once() {
+        let t0 = Instant::now();
+        let t = Timing::default().request(t0);
+        assert!(t.leading);
+        assert_eq!(next(t0, &t, MIN), Next::WriteNow);
+        // Long after the last write and the last request: at once again.
+        let t = t.written(t0).request(t0 + ms(30_000));
+        assert!(t.leading);
+        assert_eq!(next(t0 + ms(30_000), &t, MIN), Next::WriteNow);
+    }
+
+    #[test]
+    fn an_isolated_request_soon_after_a_write_waits_for_the_interval_only() {
+        let t0 = Instant::now();
+        // Written at 0 (and consumed by a pass); another push at 2 s.
+        let t = Timing::default()
+            .request(t0)
+            .written(t0)
+            .request(t0 + ms(2_000));
+        assert!(t.leading, "2 s of quiet: not part of a burst");
+        assert_eq!(next(t0 + ms(2_000), &t, MIN), Next::Wait(ms(3_000)));
+        assert_eq!(next(t0 + MIN, &t, MIN), Next::WriteNow);
+        // More requests in the meantime do not push it back.
+        let t = t.request(t0 + ms(2_500)).request(t0 + ms(4_900));
+        assert_eq!(next(t0 + MIN, &t, MIN), Next::WriteNow);
         assert_eq!(
-            next(t0 + Duration::from_secs(2), Some(t0), true, i),
-            Next::Wait(Duration::from_secs(3))
+            simulate(t0, &[0, 2_000], 100_000, MIN),
+            vec![ms(0), ms(5_000)]
         );
-        assert_eq!(next(t0 + i, Some(t0), true, i), Next::WriteNow);
-        assert_eq!(next(t0 + i, Some(t0), false, i), Next::Idle);
-        assert_eq!(next(t0, Some(t0), true, Duration::ZERO), Next::WriteNow);
+    }
+
+    #[test]
+    fn the_rest_of_a_burst_waits_for_quiet_and_the_interval() {
+        let t0 = Instant::now();
+        let t = Timing::default().request(t0).written(t0);
+        // 0.5 s after the written one: the tail of a burst.
+        let t = t.request(t0 + ms(500));
+        assert!(!t.leading);
+        // The interval is the longer wait here.
+        assert_eq!(next(t0 + ms(500), &t, MIN), Next::Wait(ms(4_500)));
+        // The burst goes on past the interval: wait for quiet.
+        let t = t.request(t0 + ms(5_500));
+        assert_eq!(next(t0 + ms(6_000), &t, MIN), Next::Wait(ms(500)));
+        assert_eq!(next(t0 + ms(6_500), &t, MIN), Next::WriteNow);
+    }
+
+    #[test]
+    fn requests_before_the_writer_looks_still_lead() {
+        // All requests arrive before the writer looks: the first one still
+        // counts as leading and is written at once.
+        let t0 = Instant::now();
+        let mut t = Timing::default();
+        for i in 0..1000 {
+            t = t.request(t0 + Duration::from_micros(i));
+        }
+        assert!(t.leading);
+        assert_eq!(next(t0 + ms(1), &t, MIN), Next::WriteNow);
+        let t = t.written(t0 + ms(1)).request(t0 + ms(2));
+        assert!(!t.leading, "less than the quiet period after the last one");
+    }
+
+    #[test]
+    fn a_burst_of_any_length_below_the_deferral_makes_two_writes() {
+        let t0 = Instant::now();
+        let quiet = ms(BURST_QUIET_MILLIS);
+        for (len_ms, step_ms) in [(100, 10), (6_000, 6), (12_000, 500), (59_000, 900)] {
+            let requests: Vec<u64> = (0..=len_ms / step_ms).map(|i| i * step_ms).collect();
+            let last = ms(*requests.last().unwrap());
+            let writes = simulate(t0, &requests, 1_000_000, MIN);
+            assert_eq!(writes.len(), 2, "burst of {len_ms} ms: {writes:?}");
+            assert_eq!(writes[0], ms(0), "the first push is written at once");
+            assert!(writes[1] > last, "the last push is not lost: {writes:?}");
+            assert!(writes[1] - writes[0] >= MIN, "{writes:?}");
+            assert_eq!(
+                writes[1],
+                (last + quiet).max(MIN),
+                "written once the burst is over"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flood_is_written_at_least_every_max_defer() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(MAX_DEFER_SECS);
+        // A request every 0.5 s for 200 s.
+        let requests: Vec<u64> = (0..400).map(|i| i * 500).collect();
+        let writes = simulate(t0, &requests, 1_000_000, MIN);
+        assert_eq!(writes[0], ms(0));
+        for pair in writes.windows(2) {
+            // At most the deferral after the first request held back.
+            assert!(pair[1] - pair[0] <= max + ms(500), "{writes:?}");
+            assert!(pair[1] - pair[0] >= MIN, "{writes:?}");
+        }
+        assert_eq!(writes.len(), 5, "{writes:?}");
+        assert!(*writes.last().unwrap() > ms(*requests.last().unwrap()));
+        // The pure rule: the tail waits for the deferral, no longer.
+        let t = Timing::default()
+            .request(t0)
+            .written(t0)
+            .request(t0 + ms(500))
+            .request(t0 + ms(60_400));
+        assert_eq!(next(t0 + ms(60_400), &t, MIN), Next::Wait(ms(100)));
+        assert_eq!(next(t0 + ms(60_500), &t, MIN), Next::WriteNow);
+    }
+
+    #[test]
+    fn the_interval_wins_over_the_deferral() {
+        let t0 = Instant::now();
+        let long = Duration::from_secs(120);
+        let t = Timing::default()
+            .request(t0)
+            .written(t0)
+            .request(t0 + ms(500))
+            .request(t0 + ms(70_000));
+        assert_eq!(next(t0 + ms(70_000), &t, long), Next::Wait(ms(50_000)));
+        assert_eq!(next(t0 + long, &t, long), Next::WriteNow);
+        // A zero interval with a quiet stream: at once.
+        let t = Timing::default()
+            .request(t0)
+            .written(t0)
+            .request(t0 + ms(100));
+        assert_eq!(next(t0 + ms(1_100), &t, Duration::ZERO), Next::WriteNow);
     }
 
     fn private_dir() -> tempfile::TempDir {

@@ -609,6 +609,52 @@ fn missing_and_wrong_credentials_get_401_and_403_with_one_body_and_change_nothin
     assert!(poll_until(|| rx.trigger.is_file()), "{}", rx.log());
 }
 
+/// Whatever the method, a request without any credential header gets the
+/// same 401 as a POST without one; only a request that presents a
+/// credential learns that POST is wanted (405).
+#[test]
+fn other_methods_without_credentials_get_401_and_with_them_405() {
+    let rx = Rx::start(&[]);
+    for method in ["GET", "PUT", "DELETE", "OPTIONS"] {
+        let raw = format!(
+            "{method} /hooks/gitops-run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let reply = post_raw(rx.addr, raw.as_bytes());
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (401, AUTH_FAILED),
+            "{method}"
+        );
+    }
+    let (headers, _) = push(Forge::GitHub, "refs/heads/main", SECRET);
+    let mut raw =
+        String::from("GET /hooks/gitops-run HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in &headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let reply = post_raw(rx.addr, raw.as_bytes());
+    assert_eq!(reply.status, 405, "{reply:?}");
+    // curl's GET, as a person would try it.
+    let out = run(Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .arg(format!("http://{}/hooks/gitops-run", rx.addr))
+        .env("HOME", test_home())
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY"));
+    assert_eq!(out.stdout.trim(), "401", "{out}");
+    assert_eq!(rx.wait_lines(6).len(), 6, "{}", rx.log());
+    assert!(!rx.trigger.exists());
+}
+
 /// Authentication comes first: an unauthenticated push to another branch
 /// gets the same 403 as one to the followed branch (nothing tells a caller
 /// without the secret which branch is followed).
@@ -898,61 +944,104 @@ fn at_most_eight_connections_are_held_and_the_rest_wait() {
 // Coalescing: bursts, pushes during a pass, replays
 // ---------------------------------------------------------------------------
 
-/// 1,000 valid pushes as fast as 8 clients can send them, with the default
-/// --min-interval (5s): the first asks for a pass at once, the rest are
-/// merged into one more. At most two passes, and the last one starts after
-/// the last push was answered, so no push is lost.
+/// The receiver's quiet period that ends a burst (src/receive/trigger.rs).
+const BURST_QUIET: Duration = Duration::from_millis(1_000);
+/// The default --min-interval.
+const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// The pushes of the burst test are spread over at least this long: longer
+/// than --min-interval, so that a rate limit alone would make three passes.
+const BURST_SPREAD: Duration = Duration::from_secs(7);
+
+/// 1,000 valid pushes sent one after the other over more than the default
+/// --min-interval (5s), while "passes" remove the trigger as they start:
+/// the first push asks for a pass at once, the rest are merged into one more
+/// written once the burst is over. At most two passes, at least one, and the
+/// last one starts after the last push was answered, so no push is lost.
 #[test]
 fn a_burst_of_1000_pushes_leads_to_at_most_two_passes() {
     let rx = Rx::start(&[]);
     let passes = Passes::watch(&rx.trigger, Duration::from_millis(300));
     let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
-    let request = Arc::new(request_bytes(&headers, &body));
+    let request = request_bytes(&headers, &body);
     let started = Instant::now();
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (addr, request) = (rx.addr, Arc::clone(&request));
-            thread::spawn(move || {
-                (0..125)
-                    .map(|_| post_raw(addr, &request).status)
-                    .collect::<Vec<u16>>()
-            })
-        })
-        .collect();
-    let statuses: Vec<u16> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let pace = BURST_SPREAD / 1000;
+    let mut statuses = Vec::with_capacity(1000);
+    let mut longest_gap = Duration::ZERO;
+    let mut previous = Instant::now();
+    for i in 0..1000u32 {
+        // Pace the pushes so that the burst lasts BURST_SPREAD even on a fast
+        // machine (a slow one simply takes longer).
+        let due = started + pace * i;
+        thread::sleep(due.saturating_duration_since(Instant::now()));
+        statuses.push(post_raw(rx.addr, &request).status);
+        longest_gap = longest_gap.max(previous.elapsed());
+        previous = Instant::now();
+    }
     let last_answer = Instant::now();
     let burst = last_answer.duration_since(started);
-    eprintln!("1000 pushes answered in {burst:?}");
+    eprintln!("1000 pushes answered in {burst:?}, longest gap {longest_gap:?}");
     assert_eq!(statuses.len(), 1000);
     assert!(statuses.iter().all(|s| *s == 202), "not all accepted");
     assert!(
-        burst < Duration::from_secs(5),
-        "the burst took {burst:?}, longer than --min-interval: it cannot show the merge"
+        burst > MIN_INTERVAL,
+        "the burst took {burst:?}: it cannot show more than the rate limit"
     );
-    // The held-back request is written 5 s after the first write.
+    // The merged request is written once the pushes stopped.
     assert!(
-        rx.wait_log("asked for a pass")
-            && poll_until(|| rx.log().matches("asked for a pass").count() >= 2),
+        poll_until(|| rx.log().matches("asked for a pass").count() >= 2),
         "{}",
         rx.log()
     );
     assert!(poll_until(|| !rx.trigger.exists()));
-    // Nothing more comes: wait one more interval.
-    thread::sleep(Duration::from_secs(6));
+    // Nothing more comes: wait longer than a quiet period and an interval.
+    thread::sleep(MIN_INTERVAL + BURST_QUIET);
     let starts = passes.starts();
     assert!(
         (1..=2).contains(&starts.len()),
-        "{} passes for one burst",
-        starts.len()
+        "{} passes for one burst (longest gap between pushes {longest_gap:?}):\n{}",
+        starts.len(),
+        rx.log()
     );
+    assert_eq!(rx.log().matches("asked for a pass").count(), starts.len());
     assert!(
         *starts.last().unwrap() > last_answer,
         "the last pass started before the last push was answered"
     );
     assert_eq!(rx.wait_lines(1000).len(), 1000);
+}
+
+/// A push that comes alone while a pass runs (2 s after the one that
+/// started it) is not held back for a burst: it is written as soon as
+/// --min-interval allows, within --min-interval plus the quiet period.
+#[test]
+fn an_isolated_push_during_a_pass_leads_to_a_pass_within_seconds() {
+    let rx = Rx::start(&[]);
+    let passes = Passes::watch(&rx.trigger, Duration::from_secs(7));
+    let (headers, body) = push(Forge::GitHub, "refs/heads/main", SECRET);
+    assert_eq!(rx.send(&headers, &body).status, 202);
+    assert!(poll_until(|| passes.starts().len() == 1), "{}", rx.log());
+    let first = passes.starts()[0];
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(rx.send(&headers, &body).status, 202);
+    let pushed = Instant::now();
+    // The "pass" still runs: the written trigger waits for it.
+    assert!(poll_until(|| rx.trigger.exists()), "{}", rx.log());
+    let written = Instant::now();
+    assert!(
+        written.duration_since(pushed) <= MIN_INTERVAL + BURST_QUIET,
+        "written {:?} after the push",
+        written.duration_since(pushed)
+    );
+    assert!(
+        written >= first + MIN_INTERVAL - Duration::from_millis(100),
+        "written within --min-interval of the first write"
+    );
+    assert_eq!(passes.starts().len(), 1, "the first pass still runs");
+    assert!(
+        poll_until(|| passes.starts().len() == 2),
+        "no second pass:\n{}",
+        rx.log()
+    );
 }
 
 /// A push that arrives while a pass runs (the pass removed the trigger when
@@ -1121,8 +1210,8 @@ fn bad_setups_refuse_to_start() {
         run_receiver(&[&listen[..], &["--trigger-file", t]].concat(), &[]),
         "no webhook secret",
     );
-    let short = dir.path().join("short");
-    fs::write(&short, "tiny\n").unwrap();
+    let empty = dir.path().join("empty");
+    fs::write(&empty, " \n").unwrap();
     check(
         run_receiver(
             &[
@@ -1131,13 +1220,13 @@ fn bad_setups_refuse_to_start() {
                     "--trigger-file",
                     t,
                     "--secret-file",
-                    short.to_str().unwrap(),
+                    empty.to_str().unwrap(),
                 ],
             ]
             .concat(),
             &[],
         ),
-        "too short",
+        "is empty",
     );
     check(
         run_receiver(
@@ -1191,6 +1280,88 @@ fn bad_setups_refuse_to_start() {
         ),
         "receiver-secret",
     );
+}
+
+/// A short secret is a warning at start, not a refusal: the receiver
+/// names the file and its length on stderr, starts, and accepts a push
+/// signed with that secret.
+#[test]
+fn a_short_secret_is_warned_about_and_works() {
+    let (dir, _secret, run_dir) = rx_dir();
+    let short = dir.path().join("short");
+    fs::write(&short, "tiny-secret\n").unwrap();
+    let trigger = run_dir.join("trigger");
+    let mut cmd = bin();
+    cmd.arg("receive")
+        .args(["--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&short)
+        .arg("--trigger-file")
+        .arg(&trigger);
+    let mut receiver = Spawned::start(&mut cmd, &dir.path().join("receiver.log"));
+    let addr = wait_for_address(&mut receiver);
+    let log = logged(&receiver);
+    let warning = format!(
+        "warning: the webhook secret {} is short (11 bytes); use at least 16 random bytes, \
+         e.g. `openssl rand -hex 32`",
+        short.display()
+    );
+    assert!(log.contains(&warning), "want {warning:?} in:\n{log}");
+    assert!(
+        !log.contains("tiny-secret"),
+        "the secret was logged:\n{log}"
+    );
+    let (headers, body) = push(Forge::GitHub, "refs/heads/main", "tiny-secret");
+    assert_eq!(post(addr, &headers, &body).status, 202);
+    assert!(poll_until(|| trigger.is_file()), "{}", receiver.log());
+    // A long enough secret draws no warning.
+    let rx = Rx::start(&[]);
+    assert!(!rx.log().contains("is short"), "{}", rx.log());
+}
+
+/// Without --trigger-file, a receiver started by systemd writes `trigger`
+/// in the first directory of $RUNTIME_DIRECTORY.
+#[test]
+fn the_default_trigger_goes_into_the_runtime_directory() {
+    let (dir, secret, run_dir) = rx_dir();
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut runtime = run_dir.clone().into_os_string();
+    runtime.push(":");
+    runtime.push(&other);
+    let mut cmd = bin();
+    cmd.arg("receive")
+        .args(["--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&secret)
+        .env_remove("GITOPS_TRIGGER_FILE")
+        .env("RUNTIME_DIRECTORY", &runtime);
+    let mut receiver = Spawned::start(&mut cmd, &dir.path().join("receiver.log"));
+    let addr = wait_for_address(&mut receiver);
+    let trigger = run_dir.join("trigger");
+    assert!(
+        logged(&receiver).contains(&format!("trigger {},", trigger.display())),
+        "{}",
+        receiver.log()
+    );
+    let (headers, body) = push(Forge::Generic, "refs/heads/main", SECRET);
+    assert_eq!(post(addr, &headers, &body).status, 202);
+    assert!(poll_until(|| trigger.is_file()), "{}", receiver.log());
+    assert_eq!(fs::read_dir(&other).unwrap().count(), 0);
+
+    // Without it, the documented default. Where that directory does not
+    // exist (no receiver unit ever ran here), the receiver refuses to start
+    // and names it.
+    let default_dir = Path::new(DOC_TRIGGER).parent().unwrap();
+    if !default_dir.exists() {
+        let out = run(bin()
+            .arg("receive")
+            .args(["--listen", "127.0.0.1:0", "--secret-file"])
+            .arg(&secret)
+            .env_remove("GITOPS_TRIGGER_FILE")
+            .env_remove("RUNTIME_DIRECTORY"));
+        assert_eq!(out.code, Some(2), "{out}");
+        assert!(out.stderr.contains(default_dir.to_str().unwrap()), "{out}");
+    }
 }
 
 /// A symlink planted under the trigger's name is replaced by the trigger,
@@ -1546,8 +1717,19 @@ fn receiver_units_agree_with_each_other_and_the_binary() {
     );
     let runtime = unit_value(&service, "Service", "RuntimeDirectory");
     let trigger = unit_value(&path, "Path", "PathExists");
+    // systemd sets $RUNTIME_DIRECTORY to /run/<RuntimeDirectory=>; the
+    // receiver writes `trigger` there, and falls back to the same path.
     assert_eq!(trigger, format!("/run/{runtime}/trigger"));
-    assert_eq!(help_default(&["receive"], "--trigger-file"), trigger);
+    assert_eq!(
+        help_default(&["receive"], "--trigger-file"),
+        format!("$RUNTIME_DIRECTORY/trigger (its first directory), else {trigger}")
+    );
+    // Kept across the receiver's idle exits, so that a trigger written
+    // during a long pass is not removed with it.
+    assert_eq!(
+        unit_value(&service, "Service", "RuntimeDirectoryPreserve"),
+        "yes"
+    );
     assert_eq!(unit_value(&path, "Path", "Unit"), "gitops-run.service");
     assert!(Path::new(UNITS_DIR).join("gitops-run.service").is_file());
     // Skipped like the service it starts when there is no config.
