@@ -109,9 +109,7 @@ fn frozen_doc(f: &FreezeState) -> Option<FrozenDoc> {
         }),
         FreezeState::Unreadable(why) => Some(FrozenDoc {
             kind: "unreadable",
-            reason: format!(
-                "the freeze record cannot be read ({why}); passes hold as if frozen"
-            ),
+            reason: format!("the freeze record cannot be read ({why}); passes hold as if frozen"),
             by: None,
             since: None,
             until: None,

@@ -75,7 +75,7 @@ impl TriggerFile {
             dir
         };
         let trigger = TriggerFile {
-            dir: dir.to_path_buf(),
+            dir: through_roots_symlink(dir)?,
             name: name.to_owned(),
         };
         trigger
@@ -87,7 +87,32 @@ impl TriggerFile {
     pub fn path(&self) -> PathBuf {
         self.dir.join(&self.name)
     }
+}
 
+/// The directory itself when `dir` is a symlink that root owns, else `dir`.
+/// systemd makes one for the preserved runtime directory of a dynamic user
+/// (`/run/gitops-run-receiver` -> `/run/private/gitops-run-receiver` with
+/// `RuntimeDirectoryPreserve=yes`); a symlink anyone else owns stays refused
+/// by [`TriggerFile::open_dir`], which never follows one.
+fn through_roots_symlink(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() && m.uid() == 0 => {
+            std::fs::canonicalize(dir).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    format!(
+                        "failed to resolve the trigger directory {} (a symlink): {e}",
+                        dir.display()
+                    ),
+                )
+            })
+        }
+        _ => Ok(dir.to_path_buf()),
+    }
+}
+
+impl TriggerFile {
     /// Open the directory without following a symlink, and check that it
     /// belongs to this user and that nobody else may write to it: then no
     /// one else can plant anything in it.
@@ -407,6 +432,38 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_reached_through_roots_symlink_is_used_and_anyone_elses_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: making a symlink owned by root needs root (CI runs as root)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("private");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = t.path().join("runtime");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let f = TriggerFile::new(&link.join("trigger")).unwrap();
+        assert_eq!(f.path(), real.canonicalize().unwrap().join("trigger"));
+        f.write().unwrap();
+        assert!(
+            link.join("trigger").exists(),
+            "seen through the symlink too"
+        );
+
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let err = TriggerFile::new(&link.join("trigger")).unwrap_err();
+        assert!(format!("{err:#}").contains("not a symlink"), "{err:#}");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     const MIN: Duration = Duration::from_secs(5);

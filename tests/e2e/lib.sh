@@ -174,6 +174,13 @@ fail() {
     if container_running; then
         echo "--- last 50 journal lines of gitops-run.service:"
         inside journalctl -u gitops-run.service --no-pager -n 50 2>&1 || true
+        case $step in
+            receiver*)
+                echo "--- last 30 journal lines of the receiver's units:"
+                inside journalctl -u gitops-run-receiver.socket -u gitops-run-receiver.service \
+                    -u gitops-run-trigger.path --no-pager -n 30 2>&1 || true
+                ;;
+        esac
         echo "--- gitops-run status:"
         inside gitops-run status 2>&1 || true
     elif [ -d "$rootfs/var/log/journal" ]; then

@@ -26,8 +26,9 @@
 #      is deployed and status names its signer;
 #   receiver (issue 15): with the timer stopped, the socket-activated push receiver turns
 #      a signed GitHub push event into a deployment within seconds, and
-#      ignores unsigned and wrongly signed ones; the installed receiver unit
-#      rates SAFE in `systemd-analyze security`;
+#      ignores unsigned and wrongly signed ones; a trigger written before the
+#      receiver stops survives its exit; the installed receiver unit rates SAFE
+#      in `systemd-analyze security`;
 #   d. a `reboot-at` request reboots the container exactly once, and later
 #      passes never again (the container shares the host's kernel and so its
 #      boot time: only the record in state.json prevents a loop); after the
@@ -662,6 +663,26 @@ case_receiver() {
     rxlog=$(inside journalctl -u gitops-run-receiver.service --no-pager -o cat)
     grep -q " 202 event=github/push ref=refs/heads/main: accepted: pass requested" <<<"$rxlog" || fail "the receiver did not log the accepted push: $rxlog"
     ok "receiver: a signed push event deployed ${cw:0:12} through the path unit; the entrypoint started ${latency}s after the request"
+
+    # A push answered while a pass runs must survive the receiver's idle exit:
+    # the trigger is in its RuntimeDirectory, which systemd keeps
+    # (RuntimeDirectoryPreserve=yes). The path unit is stopped meanwhile, as if a
+    # long pass held the trigger back.
+    begin receiver-keeps-trigger
+    local cw2
+    inside systemctl stop gitops-run-trigger.path
+    cw2=$(commit "pushed while a pass runs" "$apply_fleet")
+    body=$(push_event "$cw" "$cw2")
+    answer=$(post_hook "$body" "X-Hub-Signature-256: sha256=$(hmac_hex "$receiver_secret" "$body")")
+    [ "$answer" = "202 pass requested" ] || fail "the second signed push was answered '$answer'"
+    wait_until 20 "the receiver writes the trigger" inside test -e /run/gitops-run-receiver/trigger
+    inside systemctl stop gitops-run-receiver.service
+    inside test -e /run/gitops-run-receiver/trigger \
+        || fail "the trigger was removed with the receiver's runtime directory when the receiver stopped"
+    inside systemctl start gitops-run-trigger.path
+    wait_until_fast "$RECEIVER_SECS" "the kept trigger deploys ${cw2:0:12}" deployed_is "$cw2"
+    wait_until 20 "gitops-run.service is no longer running" unit_settled
+    ok "receiver: a trigger written before the receiver stopped is kept and deploys ${cw2:0:12} once the path unit sees it"
 
     begin receiver-security
     local sec score
