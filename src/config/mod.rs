@@ -755,7 +755,7 @@ mod tests {
         let pass = |extra: &[&str]| {
             let mut a = vec!["--repo", "/srv/r"];
             a.extend_from_slice(extra);
-            match resolve(args(&a), Path::new("/work"), None).map(|s| s.action) {
+            match resolve(args(&a), Path::new("/cwd"), None).map(|s| s.action) {
                 Ok(Action::Pass(p)) => Ok(p.metrics),
                 Ok(other) => panic!("a pass: {other:?}"),
                 Err(e) => Err(e),
@@ -764,7 +764,7 @@ mod tests {
         let t = pass(&["--metrics-file", "m/x.prom", "--instance", "web"])
             .unwrap()
             .unwrap();
-        assert_eq!(t.file, Path::new("/work/m/x.prom"));
+        assert_eq!(t.file, Path::new("/cwd/m/x.prom"));
         assert_eq!(t.instance.as_deref(), Some("web"));
         assert_eq!(pass(&["--metrics-file", "off"]).unwrap(), None);
         for bad in [
@@ -794,10 +794,10 @@ mod tests {
     fn relative_state_dir_is_made_absolute() {
         let s = resolve(
             args(&["status", "--state-dir", "st"]),
-            Path::new("/work"),
+            Path::new("/cwd"),
             None,
         )
         .unwrap();
-        assert_eq!(s.state_dir, Path::new("/work/st"));
+        assert_eq!(s.state_dir, Path::new("/cwd/st"));
     }
 }
