@@ -168,6 +168,11 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         state_error: None,
     };
     let Some(st) = st else { return doc };
+    // As a pass would read it: the newest pass's record (a no-op pass writes only
+    // the lock file) and the tip's relation it found.
+    let mut folded = st.clone();
+    let latest = state::absorb_lock_record(&mut folded, &layout.lock());
+    let st = &folded;
     doc.unknown_state = st.unknown_state.clone();
     doc.last_drift = st.last_drift.clone();
     doc.drift_corrections = st.counters.drift_corrected;
@@ -191,14 +196,10 @@ pub fn document(layout: &Layout, st: Option<&State>) -> StatusDoc {
         doc.classification = Some(r.classification);
         doc.soak_until = r.soak_until;
     }
-    if let Some(p) = &state::latest_pass(Some(st), &layout.lock()) {
+    if let Some(p) = &latest {
         if st.remote.is_none() {
             doc.remote_commit = p.remote_commit.clone();
             doc.classification = p.classification;
-        } else if p.remote_commit.is_some() && p.remote_commit == doc.remote_commit {
-            // A no-op pass does not rewrite state.json for a new relation of the
-            // same tip; its record (in the lock file) has it.
-            doc.classification = p.classification.or(doc.classification);
         }
         doc.last_pass = Some(PassDoc {
             started_at: p.started_at,

@@ -128,19 +128,19 @@ pub fn apply(
     let program = match entrypoint::resolve(&tree, &cfg.rel(&cfg.entrypoint)) {
         Ok(p) => p,
         Err(msg) => {
-            let now = clock();
-            attempt.result = AttemptResult::InvalidEntrypoint;
-            attempt.finished_at = Some(now);
-            attempt.log = None;
-            st.attempt = Some(attempt);
-            st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
-            prune_trees(cfg, layout, st);
-            return Ok(Applied {
-                ended: Ended::InvalidEntrypoint {
-                    commit: hex.clone(),
-                },
-                summary: format!("not running {}: {msg}", short(&hex)),
-            });
+            let ended = Ended::InvalidEntrypoint {
+                commit: hex.clone(),
+            };
+            let result = AttemptResult::InvalidEntrypoint;
+            return Ok(refused_before_run(
+                cfg,
+                layout,
+                st,
+                attempt,
+                (result, ended),
+                &msg,
+                clock(),
+            ));
         }
     };
 
@@ -148,19 +148,19 @@ pub fn apply(
     // before anything ran, and nothing half-decrypted is left.
     let prepared = super::secrets::prepare(cfg.secrets.as_ref(), &cfg.paths, &tree, &hex)?;
     if let super::secrets::Prepared::Refused(why) = &prepared {
-        let now = clock();
-        attempt.result = AttemptResult::SecretsFailed;
-        attempt.finished_at = Some(now);
-        attempt.log = None;
-        st.attempt = Some(attempt);
-        st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
-        prune_trees(cfg, layout, st);
-        return Ok(Applied {
-            ended: Ended::Failed {
-                commit: hex.clone(),
-            },
-            summary: format!("not running {}: {why}", short(&hex)),
-        });
+        let ended = Ended::Failed {
+            commit: hex.clone(),
+        };
+        let result = AttemptResult::SecretsFailed;
+        return Ok(refused_before_run(
+            cfg,
+            layout,
+            st,
+            attempt,
+            (result, ended),
+            why,
+            clock(),
+        ));
     }
 
     // The attempt is on disk before the entrypoint can start: a pass killed at any
@@ -220,19 +220,7 @@ pub fn apply(
     };
     let finished = clock();
     let a = st.attempt.as_mut().expect("attempt set above");
-    a.finished_at = Some(finished);
-    a.exit_code = exited.code();
-    a.pid = None;
-    a.pid_start_ticks = None;
-    a.boot_id = None;
-    a.result = match (&exited, &health) {
-        (_, Health::Failed(_)) => AttemptResult::Unhealthy,
-        (e, _) if e.success() => AttemptResult::Succeeded,
-        (Exited::TimedOut, _) => AttemptResult::TimedOut,
-        (Exited::Interrupted, _) => AttemptResult::Interrupted,
-        (Exited::NotStarted(_), _) => AttemptResult::InvalidEntrypoint,
-        _ => AttemptResult::Failed,
-    };
+    job::close_attempt(a, &exited, &health, finished);
     logs::prune(&layout.logs(), std::slice::from_ref(&log_path));
 
     if let Exited::NotStarted(why) = &exited {
@@ -474,6 +462,31 @@ fn roll_back(
                 ),
             })
         }
+    }
+}
+
+/// Record `attempt` as ended at `now` with `result` before anything ran (the
+/// entrypoint is unusable, a secret cannot be decrypted): it counts as a failure
+/// of the commit, with its backoff.
+fn refused_before_run(
+    cfg: &PassSettings,
+    layout: &Layout,
+    st: &mut State,
+    mut attempt: Attempt,
+    (result, ended): (AttemptResult, Ended),
+    why: &str,
+    now: DateTime<Utc>,
+) -> Applied {
+    let hex = attempt.commit.clone();
+    attempt.result = result;
+    attempt.finished_at = Some(now);
+    attempt.log = None;
+    st.attempt = Some(attempt);
+    st.failing = Some(decide::plan::record_failure(st.failing.as_ref(), &hex, now));
+    prune_trees(cfg, layout, st);
+    Applied {
+        ended,
+        summary: format!("not running {}: {why}", short(&hex)),
     }
 }
 

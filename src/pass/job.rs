@@ -11,7 +11,7 @@ use crate::config::PassSettings;
 use crate::decide::Reason;
 use crate::host::signals::stop_requested;
 use crate::log::info;
-use crate::state::Layout;
+use crate::state::{Attempt, AttemptResult, Layout};
 
 /// Longest drift report read back from `GITOPS_DRIFT_FILE`.
 pub const MAX_DRIFT_LINES: usize = 100;
@@ -215,4 +215,28 @@ pub fn read_drift(layout: &Layout) -> (Vec<String>, usize) {
         }
     }
     (lines, more)
+}
+
+/// Close `a`, the record of a run that has ended (entrypoint, then its health
+/// check when it exited 0): when, its exit code, and what it came to. The pid
+/// fields a crashed pass would use to find the process are cleared.
+pub fn close_attempt(
+    a: &mut Attempt,
+    exited: &Ended,
+    health: &Health,
+    finished: chrono::DateTime<chrono::Utc>,
+) {
+    a.finished_at = Some(finished);
+    a.exit_code = exited.code();
+    a.pid = None;
+    a.pid_start_ticks = None;
+    a.boot_id = None;
+    a.result = match (exited, health) {
+        (_, Health::Failed(_)) => AttemptResult::Unhealthy,
+        (e, _) if e.success() => AttemptResult::Succeeded,
+        (Ended::TimedOut, _) => AttemptResult::TimedOut,
+        (Ended::Interrupted, _) => AttemptResult::Interrupted,
+        (Ended::NotStarted(_), _) => AttemptResult::InvalidEntrypoint,
+        _ => AttemptResult::Failed,
+    };
 }

@@ -72,7 +72,8 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let frozen = freeze.holds(started_at);
     let mut st = recover::load_state(cfg, layout)?;
     let loaded = layout.state_file().exists().then(|| st.clone());
-    state::absorb_lock_record(&mut st, &layout.lock());
+    // The record of the last pass (a no-op's is only in the lock file), read once.
+    let before = state::absorb_lock_record(&mut st, &layout.lock());
     recover::clean_up(layout, &mut st, started_at)?;
     let previous = st.deployed.as_ref().map(|d| d.commit.clone());
 
@@ -102,7 +103,6 @@ pub fn run(cfg: &PassSettings, layout: &Layout) -> Result<Exit> {
     let elapsed = started.elapsed();
     let mut last_pass = record::last_pass(&synced, &out, started_at, elapsed);
     last_pass.verification = Some(verify::describe(cfg.verify.as_ref()));
-    let before = state::latest_pass(Some(&st), &layout.lock());
     let walked = synced
         .as_ref()
         .ok()

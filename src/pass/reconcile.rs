@@ -119,19 +119,7 @@ pub fn reconcile(
     };
     let finished = clock();
     let a = st.attempt.as_mut().expect("attempt set above");
-    a.finished_at = Some(finished);
-    a.exit_code = exited.code();
-    a.pid = None;
-    a.pid_start_ticks = None;
-    a.boot_id = None;
-    a.result = match (&exited, &health) {
-        (_, Health::Failed(_)) => AttemptResult::Unhealthy,
-        (e, _) if e.success() => AttemptResult::Succeeded,
-        (entrypoint::Ended::TimedOut, _) => AttemptResult::TimedOut,
-        (entrypoint::Ended::Interrupted, _) => AttemptResult::Interrupted,
-        (entrypoint::Ended::NotStarted(_), _) => AttemptResult::InvalidEntrypoint,
-        _ => AttemptResult::Failed,
-    };
+    job::close_attempt(a, &exited, &health, finished);
     logs::prune(&layout.logs(), std::slice::from_ref(&log));
     if !exited.success() {
         let why = format!("{} {}", cfg.entrypoint, job::describe(&exited, cfg.timeout));

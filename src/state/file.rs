@@ -371,8 +371,15 @@ pub fn last_pass_in_lock(lock: &Path) -> Option<LastPass> {
 
 /// The newer of the last pass recorded in `state.json` and the one in the lock file.
 pub fn latest_pass(st: Option<&State>, lock: &Path) -> Option<LastPass> {
-    let in_state = st.and_then(|s| s.last_pass.clone());
-    match (in_state, last_pass_in_lock(lock)) {
+    newer(
+        st.and_then(|s| s.last_pass.clone()),
+        last_pass_in_lock(lock),
+    )
+}
+
+/// The newer of two last-pass records; the lock file's (`in_lock`) on a tie.
+fn newer(in_state: Option<LastPass>, in_lock: Option<LastPass>) -> Option<LastPass> {
+    match (in_state, in_lock) {
         (Some(a), Some(b)) => Some(if b.started_at >= a.started_at { b } else { a }),
         (a, b) => a.or(b),
     }
@@ -381,23 +388,18 @@ pub fn latest_pass(st: Option<&State>, lock: &Path) -> Option<LastPass> {
 /// Fold into `st` what the newer record in the lock file knows: how the remote tip
 /// `state.json` names relates to the deployed commit since (a no-op pass after an
 /// apply finds `up-to-date` where the applying pass recorded `behind`, and writes
-/// only the lock file).
-pub fn absorb_lock_record(st: &mut State, lock: &Path) {
-    let Some(newer) = last_pass_in_lock(lock) else {
-        return;
-    };
-    if st
-        .last_pass
-        .as_ref()
-        .is_some_and(|p| p.started_at > newer.started_at)
-    {
-        return;
-    }
-    if let (Some(r), Some(c)) = (st.remote.as_mut(), newer.classification) {
-        if newer.remote_commit.as_deref() == Some(r.commit.as_str()) {
-            r.classification = c;
+/// only the lock file). Returns the newer last-pass record, as [`latest_pass`]
+/// does, from the one read of the lock file.
+pub fn absorb_lock_record(st: &mut State, lock: &Path) -> Option<LastPass> {
+    let latest = newer(st.last_pass.clone(), last_pass_in_lock(lock));
+    if let (Some(p), Some(r)) = (&latest, st.remote.as_mut()) {
+        if let Some(c) = p.classification {
+            if p.remote_commit.as_deref() == Some(r.commit.as_str()) {
+                r.classification = c;
+            }
         }
     }
+    latest
 }
 
 /// Write `state.json` atomically: temp file in the same directory, fsync, rename, fsync dir.
